@@ -1,0 +1,115 @@
+package conf
+
+import (
+	"regexp"
+	"strconv"
+)
+
+// RuleKind says how a rule selects devices.
+type RuleKind int
+
+const (
+	// DeviceRule matches device paths under the device root with a regexp.
+	DeviceRule RuleKind = iota
+	// NvidiaGPURule is the special match "nvidia-gpu": it selects the Jetson
+	// integrated GPUs (/sys/devices/gpu.N), not device paths, as the old
+	// daemon did.
+	NvidiaGPURule
+)
+
+// String names the kind for messages.
+func (k RuleKind) String() string {
+	switch k {
+	case DeviceRule:
+		return "device"
+	case NvidiaGPURule:
+		return "nvidia-gpu"
+	}
+	return "RuleKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// NvidiaGPUMatch is the match value that makes a rule an NvidiaGPURule.
+const NvidiaGPUMatch = "nvidia-gpu"
+
+// Pos is where something starts in a rule file.
+type Pos struct {
+	File string
+	Line int // 1-based; 0 when unknown
+}
+
+// String formats the position as "file:line", or "file" when the line is
+// unknown.
+func (p Pos) String() string {
+	if p.Line <= 0 {
+		return p.File
+	}
+	return p.File + ":" + strconv.Itoa(p.Line)
+}
+
+// Format is the file format a Config was decoded from.
+type Format int
+
+const (
+	// FormatLegacyYAML is the old daemon's top-level YAML sequence.
+	FormatLegacyYAML Format = iota
+	// FormatYAML is the versioned YAML mapping (version: v1).
+	FormatYAML
+	// FormatTOML is the versioned TOML file (version = "v1").
+	FormatTOML
+)
+
+// String names the format for logs.
+func (f Format) String() string {
+	switch f {
+	case FormatLegacyYAML:
+		return "legacy-yaml"
+	case FormatYAML:
+		return "yaml-v1"
+	case FormatTOML:
+		return "toml-v1"
+	}
+	return "Format(" + strconv.Itoa(int(f)) + ")"
+}
+
+// Rule is one validated, compiled rule. Rules obtained from Parse, Load or
+// Default are ready to use; a Rule built by hand matches nothing.
+type Rule struct {
+	Match       string   // Go regexp source, or NvidiaGPUMatch
+	Kind        RuleKind // NvidiaGPURule exactly when Match is NvidiaGPUMatch
+	Count       int      // device IDs to advertise (legacy nummaxdevices)
+	Permissions string   // cgroup device permissions: a non-empty subset of "rwm"
+	Name        string   // fixed resource-name part after the prefix; "" derives it from the path
+	Pos         Pos      // where the rule starts
+
+	re *regexp.Regexp // compiled Match for DeviceRule; nil otherwise
+}
+
+// MatchPath reports whether a DeviceRule matches a device path relative to
+// the device root ("ttyUSB0", "net/tun", "snd"). An NvidiaGPURule matches no
+// path.
+func (r *Rule) MatchPath(path string) bool {
+	return r.Kind == DeviceRule && r.re != nil && r.re.MatchString(path)
+}
+
+// describe names the rule in messages: its position and match.
+func (r *Rule) describe() string {
+	return r.Pos.String() + " (" + strconv.Quote(r.Match) + ")"
+}
+
+// Config is a validated rule set.
+type Config struct {
+	Source string // file the rules came from, as given to Parse or Load
+	Format Format
+	Rules  []Rule // in file order; order matters, the first match wins
+}
+
+// RuleFor returns the index in c.Rules of the first DeviceRule that matches
+// path, or -1 if none does.
+func (c *Config) RuleFor(path string) int {
+	for i := range c.Rules {
+		if c.Rules[i].MatchPath(path) {
+			return i
+		}
+	}
+	return -1
+}

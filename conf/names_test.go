@@ -1,0 +1,80 @@
+package conf
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidResourceName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"smarter-devices/ttyUSB0", true},
+		{"smarter-devices/net_tun", true},
+		{"example.com/a.b-c_d", true},
+		{"smarter-devices/" + strings.Repeat("a", 63), true},
+		{"a/b", true},
+		{strings.Repeat("a", 244) + "/x", true},  // "requests." + domain is 253
+		{strings.Repeat("a", 245) + "/x", false}, // "requests." + domain is 254
+		{"smarter-devices/" + strings.Repeat("a", 64), false},
+		{"ttyUSB0", false},                // no domain: a native resource
+		{"smarter-devices/", false},       // empty name
+		{"/ttyUSB0", false},               // empty domain
+		{"smarter-devices/_x", false},     // must start alphanumeric
+		{"smarter-devices/x-", false},     // must end alphanumeric
+		{"smarter-devices/a/b", false},    // one slash only
+		{"smarter-devices/a b", false},    // no spaces
+		{"Smarter-Devices/x", false},      // domain is lowercase
+		{"-smarter/x", false},             // domain label starts alphanumeric
+		{"smarter..devices/x", false},     // empty label
+		{"kubernetes.io/x", false},        // native
+		{"foo.kubernetes.io/x", false},    // native
+		{"requests.example.com/x", false}, // would clash with quota names
+		{"smarter-devices/nvidia-gpu0", true},
+	}
+	for _, tt := range tests {
+		err := ValidResourceName(tt.name)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidResourceName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestValidPrefix(t *testing.T) {
+	tests := []struct {
+		prefix string
+		ok     bool
+	}{
+		{"smarter-devices", true},
+		{"devices.example.com", true},
+		{"", false},
+		{"UPPER", false},
+		{"a_b", false},
+		{"x/y", false},
+		{"kubernetes.io", false},
+		{"requests.x", false},
+	}
+	for _, tt := range tests {
+		if err := ValidPrefix(tt.prefix); (err == nil) != tt.ok {
+			t.Errorf("ValidPrefix(%q) = %v, want ok=%v", tt.prefix, err, tt.ok)
+		}
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	tests := map[string]string{
+		"ttyUSB0":         "ttyUSB0",
+		"net/tun":         "net_tun",
+		"snd/controlC0":   "snd_controlC0",
+		"i2c-1":           "i2c-1",
+		"bus/usb/001/002": "bus_usb_001_002",
+		"v4l/by-id/a:b.c": "v4l_by-id_a_b_c",
+		"caf\u00e9":       "caf_", // one '_' per character, not per byte
+	}
+	for in, want := range tests {
+		if got := sanitize(in); got != want {
+			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

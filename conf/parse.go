@@ -1,0 +1,236 @@
+package conf
+
+import (
+	"cmp"
+	_ "embed" // for the default rule set
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Limits that keep a bad file from costing much.
+const (
+	// MaxCount caps a rule's count (device IDs advertised per resource).
+	MaxCount = 10000
+	// MaxFileSize caps the size of a rule file in bytes.
+	MaxFileSize = 1 << 20
+)
+
+// DefaultSource is the Source of the Config that Default returns.
+const DefaultSource = "default.yaml"
+
+// defaultYAML is the old daemon's default rule file, unchanged.
+//
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Default returns a fresh copy of the built-in rule set: the old daemon's
+// default legacy file. It cannot fail; TestDefault proves the embedded file
+// parses.
+func Default() *Config {
+	c, err := Parse(DefaultSource, defaultYAML)
+	if err != nil {
+		panic("conf: embedded default rules do not parse: " + err.Error())
+	}
+	return c
+}
+
+// Load reads the rule file at path and parses it with Parse. A read error is
+// returned wrapped (errors.Is(err, fs.ErrNotExist) works); problems in the
+// content are returned as Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, validates and compiles a rule file. file names the file in
+// messages and chooses the format: a ".toml" extension means TOML, anything
+// else YAML, and a YAML file whose top level is a sequence is the legacy
+// format, a mapping the versioned one. On failure the error is Errors,
+// holding every problem found.
+func Parse(file string, data []byte) (*Config, error) {
+	l := &errorList{file: file}
+	if len(data) > MaxFileSize {
+		l.add(0, "", fmt.Sprintf("file is %d bytes; the limit is %d", len(data), MaxFileSize))
+		return nil, l.err()
+	}
+	var (
+		format Format
+		raws   []rawRule
+	)
+	if strings.EqualFold(filepath.Ext(file), ".toml") {
+		format, raws = FormatTOML, decodeTOML(l, data)
+	} else {
+		format, raws = decodeYAML(l, data)
+	}
+	rules := buildRules(l, format, raws)
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return &Config{Source: file, Format: format, Rules: rules}, nil
+}
+
+// rawValue is one decoded field before validation.
+type rawValue struct {
+	set  bool   // present with the right type
+	bad  bool   // present with the wrong type (already reported)
+	line int    // line of the value; 0 if unknown
+	str  string // for string fields
+	num  int64  // for integer fields
+}
+
+// rawRule is one rule as a decoder found it, type-checked but not
+// validated.
+type rawRule struct {
+	path                      string // field path of the rule: "rules[0]", "rule[0]", "[0]"
+	line                      int    // where the rule starts; 0 if unknown
+	match, count, perms, name rawValue
+}
+
+// Field names per format. Legacy files spell match and count the old way.
+const (
+	keyMatch       = "match"
+	keyCount       = "count"
+	keyPermissions = "permissions"
+	keyName        = "name"
+	keyLegacyMatch = "devicematch"
+	keyLegacyCount = "nummaxdevices"
+	keyVersion     = "version"
+	supportedVer   = "v1"
+	defaultPerms   = "rw"
+)
+
+// buildRules validates the raw rules, fills in defaults and compiles them,
+// reporting every problem to l.
+func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
+	matchKey, countKey, defCount := keyMatch, keyCount, 1
+	if format == FormatLegacyYAML {
+		// The old daemon registered a resource with no devices when
+		// nummaxdevices was missing.
+		matchKey, countKey, defCount = keyLegacyMatch, keyLegacyCount, 0
+	}
+	rules := make([]Rule, 0, len(raws))
+	byMatch := map[string]int{} // unnamed device rules by match
+	byName := map[string]int{}  // named rules by name
+	gpuRule := -1
+	for _, raw := range raws {
+		r := Rule{Pos: Pos{File: l.file, Line: raw.line}, Count: defCount, Permissions: defaultPerms}
+		at := func(v rawValue) int { return cmp.Or(v.line, raw.line) }
+		field := func(key string) string { return raw.path + "." + key }
+		ok := true
+		bad := func(v rawValue, key, msg string) {
+			l.add(at(v), field(key), msg)
+			ok = false
+		}
+
+		switch m := raw.match; {
+		case m.bad:
+			ok = false
+		case !m.set:
+			bad(m, matchKey, "missing required field")
+		case m.str == "":
+			bad(m, matchKey, `must not be empty (".*" matches every device)`)
+		case m.str == NvidiaGPUMatch:
+			r.Match, r.Kind = m.str, NvidiaGPURule
+		default:
+			r.Match = m.str
+			re, err := regexp.Compile(m.str)
+			if err != nil {
+				bad(m, matchKey, "invalid regexp: "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+				break
+			}
+			r.re = re
+			if msg := neverNamed(m.str, raw.name.set); msg != "" {
+				bad(m, matchKey, msg)
+			}
+		}
+
+		switch c := raw.count; {
+		case c.bad:
+			ok = false
+		case !c.set:
+		case c.num < 0:
+			bad(c, countKey, fmt.Sprintf("must not be negative, got %d", c.num))
+		case c.num > MaxCount:
+			bad(c, countKey, fmt.Sprintf("must be at most %d, got %d", MaxCount, c.num))
+		default:
+			r.Count = int(c.num)
+		}
+
+		switch p := raw.perms; {
+		case p.bad:
+			ok = false
+		case !p.set:
+		default:
+			if msg := checkPermissions(p.str); msg != "" {
+				bad(p, keyPermissions, msg)
+			} else {
+				r.Permissions = p.str
+			}
+		}
+
+		switch n := raw.name; {
+		case n.bad:
+			ok = false
+		case !n.set:
+		case r.Kind == NvidiaGPURule:
+			bad(n, keyName, "not allowed with match "+NvidiaGPUMatch+" (GPU resources are named nvidia-gpuN)")
+		default:
+			if err := validNamePart(n.str); err != nil {
+				bad(n, keyName, "invalid resource name: "+err.Error())
+			} else {
+				r.Name = n.str
+			}
+		}
+
+		if !ok {
+			continue // duplicates are only meaningful between valid rules
+		}
+		switch {
+		case r.Kind == NvidiaGPURule:
+			if gpuRule >= 0 {
+				l.add(at(raw.match), field(matchKey), "duplicate "+NvidiaGPUMatch+" rule; the one at "+rules[gpuRule].Pos.String()+" already claims the GPUs")
+				continue
+			}
+			gpuRule = len(rules)
+		case r.Name != "":
+			if i, dup := byName[r.Name]; dup {
+				l.add(at(raw.name), field(keyName), fmt.Sprintf("duplicate resource name %q; the rule at %s has it too", r.Name, rules[i].Pos))
+				continue
+			}
+			byName[r.Name] = len(rules)
+		default:
+			if i, dup := byMatch[r.Match]; dup {
+				l.add(at(raw.match), field(matchKey), fmt.Sprintf("duplicate rule: the rule at %s has the same match and no name, and always wins", rules[i].Pos))
+				continue
+			}
+			byMatch[r.Match] = len(rules)
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+// checkPermissions returns why p is not a valid cgroup device permission
+// string (a non-empty subset of "rwm", each at most once), or "".
+func checkPermissions(p string) string {
+	if p == "" {
+		return `must not be empty; use a subset of "rwm"`
+	}
+	seen := map[rune]bool{}
+	for _, c := range p {
+		if !strings.ContainsRune("rwm", c) {
+			return fmt.Sprintf("%q is not a subset of \"rwm\"", p)
+		}
+		if seen[c] {
+			return fmt.Sprintf("%q repeats %q", p, c)
+		}
+		seen[c] = true
+	}
+	return ""
+}

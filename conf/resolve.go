@@ -1,0 +1,133 @@
+package conf
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Device is one device found under the device root (normally /dev).
+type Device struct {
+	Path string // relative to the root, slash-separated: "ttyUSB0", "net/tun", "snd"
+	Dir  bool   // a directory such as snd: the resource carries every device below it
+}
+
+// Resource is one extended resource the daemon should advertise.
+type Resource struct {
+	Name        string // full resource name, prefix + "/" + part: "smarter-devices/net_tun"
+	Socket      string // socket base name, as the old daemon named it: "smarter-net_tun.sock"
+	Rule        int    // index into Config.Rules of the rule that made it
+	Path        string // device path relative to the root; "" for a GPU
+	Dir         bool   // Path is a directory
+	GPU         string // N of /sys/devices/gpu.N for an nvidia-gpu resource; "" otherwise
+	Count       int    // device IDs to advertise
+	Permissions string // cgroup device permissions, a subset of "rwm"
+}
+
+// Warning is a device the rules could not turn into a resource as written,
+// or a rule that lost to another. The daemon logs it and keeps going.
+type Warning struct {
+	Device string // device path, or "gpu.N"
+	Msg    string
+}
+
+// String names the device and the problem.
+func (w Warning) String() string { return w.Device + ": " + w.Msg }
+
+// Error is String, so a Warning can be returned or wrapped as an error.
+func (w Warning) Error() string { return w.String() }
+
+// gpuPart is the name part of GPU N, as the old daemon named it.
+const gpuPart = "nvidia-gpu"
+
+// Resolve turns the rules and the scanned devices into the resources to
+// advertise, sorted by Name. It is a pure function of its arguments.
+//
+// Each device is matched against the DeviceRules in order (the regexp sees
+// the path relative to the root); the first match wins, and every later rule
+// that also matches gives a Warning. The resource's name part is the rule's
+// Name, or else the path with '/' and every character outside
+// [A-Za-z0-9_-] replaced by '_'. A name that is not a valid extended
+// resource name, or that an earlier device (in devs order) already took,
+// gives a Warning and no resource. gpus are the N of each
+// /sys/devices/gpu.N; the first NvidiaGPURule makes "<prefix>/nvidia-gpuN"
+// for each.
+func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resource, []Warning) {
+	var (
+		out   []Resource
+		warns []Warning
+		taken = make(map[string]string, len(devs)) // resource name → device that took it
+	)
+	claim := func(dev string, r Resource) {
+		if err := ValidResourceName(r.Name); err != nil {
+			warns = append(warns, Warning{dev, fmt.Sprintf("skipped: rule %s gives an invalid resource name: %v", c.Rules[r.Rule].describe(), err)})
+			return
+		}
+		if first, dup := taken[r.Name]; dup {
+			warns = append(warns, Warning{dev, fmt.Sprintf("skipped: resource name %q (rule %s) is already taken by %s", r.Name, c.Rules[r.Rule].describe(), first)})
+			return
+		}
+		taken[r.Name] = dev
+		out = append(out, r)
+	}
+
+	for _, d := range devs {
+		win := -1
+		for i := range c.Rules {
+			r := &c.Rules[i]
+			if !r.MatchPath(d.Path) {
+				continue
+			}
+			if win < 0 {
+				win = i
+				continue
+			}
+			warns = append(warns, Warning{d.Path, fmt.Sprintf("also matches rule %s, which is ignored for it; rule %s comes first", r.describe(), c.Rules[win].describe())})
+		}
+		if win < 0 {
+			continue
+		}
+		r := &c.Rules[win]
+		part := r.Name
+		if part == "" {
+			part = sanitize(d.Path)
+		}
+		claim(d.Path, Resource{
+			Name:        prefix + "/" + part,
+			Socket:      "smarter-" + part + ".sock",
+			Rule:        win,
+			Path:        d.Path,
+			Dir:         d.Dir,
+			Count:       r.Count,
+			Permissions: r.Permissions,
+		})
+	}
+
+	if g := c.gpuRule(); g >= 0 {
+		r := &c.Rules[g]
+		for _, n := range gpus {
+			part := gpuPart + n
+			claim("gpu."+n, Resource{
+				Name:        prefix + "/" + part,
+				Socket:      "smarter-" + part + ".sock",
+				Rule:        g,
+				GPU:         n,
+				Count:       r.Count,
+				Permissions: r.Permissions,
+			})
+		}
+	}
+
+	slices.SortFunc(out, func(a, b Resource) int { return strings.Compare(a.Name, b.Name) })
+	return out, warns
+}
+
+// gpuRule returns the index of the first NvidiaGPURule, or -1.
+func (c *Config) gpuRule() int {
+	for i := range c.Rules {
+		if c.Rules[i].Kind == NvidiaGPURule {
+			return i
+		}
+	}
+	return -1
+}
