@@ -1,0 +1,24 @@
+// Package plugin owns the kubelet device-plugin wire (API v1beta1) for one
+// extended resource: a gRPC DevicePlugin server on a unix socket in the
+// kubelet's plugin directory, its registration with the kubelet, and the
+// recovery when the kubelet restarts.
+//
+// A [Server] is fed whole [Snapshot]s by its owner through [Server.Update]
+// and never calls back upstream. It knows nothing of udev, /dev or rules:
+// what a device is, and which host paths a container gets, is decided by the
+// caller. [Server.Run] loops listen → serve → register → watch until its
+// context ends, and [WatchDir] turns changes in the plugin directory into
+// [Server.Kick] hints.
+//
+// Kubelet contract facts this package is built around
+// (k8s.io/kubernetes pkg/kubelet/cm/devicemanager):
+//   - every ListAndWatch message carries the whole device list, not a delta;
+//   - a closed ListAndWatch stream marks every device of the resource
+//     unhealthy until the plugin registers again;
+//   - the kubelet dials the plugin's socket while handling Register, so the
+//     plugin must serve before it registers;
+//   - the kubelet removes every plugin socket in its directory when it
+//     starts, which is the plugin's signal to serve and register again;
+//   - device IDs are checkpointed by the kubelet, so callers must keep them
+//     stable across restarts of this daemon.
+package plugin

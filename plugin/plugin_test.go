@@ -1,0 +1,605 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/plugin"
+	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
+)
+
+const (
+	resourceName = "smarter-devices/ttyUSB0"
+	socketName   = "smarter-ttyUSB0.sock"
+	// waitTimeout bounds every wait; it is a failure bound, not a timing
+	// assertion.
+	waitTimeout = 20 * time.Second
+)
+
+// shortDir returns a fresh directory with a short path (unix socket paths
+// are limited to 108 bytes), removed when the test ends.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func testLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+}
+
+func waitCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startKubelet(t *testing.T, dir string, opts ...plugintest.Option) *plugintest.FakeKubelet {
+	t.Helper()
+	k, err := plugintest.StartFakeKubelet(dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	return k
+}
+
+func options(t *testing.T, dir string) plugin.Options {
+	return plugin.Options{
+		ResourceName:  resourceName,
+		Socket:        socketName,
+		Dir:           dir,
+		Logger:        testLogger(t),
+		MinBackoff:    time.Millisecond,
+		MaxBackoff:    20 * time.Millisecond,
+		CheckInterval: -1, // only Kick (and lost streams) trigger re-checks
+	}
+}
+
+// running is a Server whose Run goroutine the test owns.
+type running struct {
+	*plugin.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// run starts srv.Run; the cleanup stops it and waits for it, so that
+// nothing logs after the test ends.
+func run(t *testing.T, srv *plugin.Server) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Server: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- srv.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels Run and returns its result.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok {
+			close(r.done)
+		}
+		return err
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return after its context ended")
+		return nil
+	}
+}
+
+// watch runs WatchDir on dir, kicking srv on every change, and returns
+// once the watch is known to be in place.
+func watch(t *testing.T, dir string, srv *plugin.Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	names := make(chan string, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- plugin.WatchDir(ctx, dir, testLogger(t), func(name string) {
+			srv.Kick()
+			select {
+			case names <- name:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchDir: %v", err)
+		}
+	})
+	waitName(t, names, "") // the watch is in place
+}
+
+func waitName(t *testing.T, names <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case got := <-names:
+			if got == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no change named %q", want)
+		}
+	}
+}
+
+// waitStatus waits until cond holds for srv's status.
+func waitStatus(t *testing.T, srv *plugin.Server, what string, cond func(plugin.Status) bool) {
+	t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		st, changed := srv.Status()
+		if cond(st) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("server status never became %s; now %+v", what, st)
+		}
+	}
+}
+
+// waitRegistered waits until the fake kubelet has n registrations and a
+// live stream of the latest one.
+func waitRegistered(t *testing.T, k *plugintest.FakeKubelet, n int) {
+	t.Helper()
+	err := k.Wait(waitCtx(t), func() bool {
+		return k.Registrations(resourceName) == n && k.Streaming(resourceName)
+	})
+	if err != nil {
+		t.Fatalf("want %d registrations with an open stream, have %d (streaming %v): %v",
+			n, k.Registrations(resourceName), k.Streaming(resourceName), err)
+	}
+}
+
+func pluginDevices(devs []*pluginapi.Device) []plugin.Device {
+	out := make([]plugin.Device, 0, len(devs))
+	for _, d := range devs {
+		out = append(out, plugin.Device{ID: d.GetID(), Healthy: d.GetHealth() == pluginapi.Healthy})
+	}
+	return out
+}
+
+// waitDevices waits until the fake kubelet's latest list equals want.
+func waitDevices(t *testing.T, k *plugintest.FakeKubelet, want []plugin.Device) {
+	t.Helper()
+	err := k.WaitFor(waitCtx(t), resourceName, func(got []*pluginapi.Device) bool {
+		return got != nil && slices.Equal(pluginDevices(got), want)
+	})
+	if err != nil {
+		t.Fatalf("want devices %v: %v", want, err)
+	}
+}
+
+func ttySnapshot(devs ...plugin.Device) plugin.Snapshot {
+	return plugin.Snapshot{
+		Devices: devs,
+		Specs: []plugin.DeviceSpec{
+			{HostPath: "/dev/ttyUSB0", ContainerPath: "/dev/ttyUSB0", Permissions: "rw"},
+			{HostPath: "/dev/serial/by-id/x", ContainerPath: "/dev/serial/by-id/x", Permissions: "rw"},
+		},
+		Envs: map[string]string{"SMARTER_DEVICE": "ttyUSB0"},
+	}
+}
+
+func TestRegister(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	waitRegistered(t, k, 1)
+	waitStatus(t, srv.Server, "registered", func(st plugin.Status) bool {
+		return st.Serving && st.Registered && st.Registrations == 1
+	})
+
+	req := k.Request(resourceName)
+	if req.GetVersion() != pluginapi.Version || req.GetEndpoint() != socketName || req.GetResourceName() != resourceName {
+		t.Errorf("register request = %v", req)
+	}
+	if o := req.GetOptions(); o == nil || !o.GetGetPreferredAllocationAvailable() || o.GetPreStartRequired() {
+		t.Errorf("register options = %v", o)
+	}
+	if got := k.Resources(); !slices.Equal(got, []string{resourceName}) {
+		t.Errorf("resources = %v", got)
+	}
+
+	c, err := k.Client(resourceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.GetDevicePluginOptions(waitCtx(t), &pluginapi.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.GetGetPreferredAllocationAvailable() || o.GetPreStartRequired() {
+		t.Errorf("GetDevicePluginOptions = %v", o)
+	}
+	if _, err := c.PreStartContainer(waitCtx(t), &pluginapi.PreStartContainerRequest{DevicesIds: []string{"0"}}); err != nil {
+		t.Errorf("PreStartContainer: %v", err)
+	}
+}
+
+func TestListAndWatch(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	a, b, c := plugin.Device{ID: "a", Healthy: true}, plugin.Device{ID: "b", Healthy: true}, plugin.Device{ID: "c", Healthy: true}
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(a, b)))
+	waitRegistered(t, k, 1)
+
+	waitDevices(t, k, []plugin.Device{a, b})
+
+	srv.Update(ttySnapshot(a, b, c))
+	waitDevices(t, k, []plugin.Device{a, b, c})
+
+	sick := plugin.Device{ID: "b", Healthy: false}
+	srv.Update(ttySnapshot(a, sick, c))
+	waitDevices(t, k, []plugin.Device{a, sick, c})
+
+	srv.Update(ttySnapshot(a, b, c))
+	waitDevices(t, k, []plugin.Device{a, b, c})
+
+	// An identical snapshot sends nothing: the next message is the next
+	// real change.
+	before := k.Messages(resourceName)
+	srv.Update(ttySnapshot(a, b, c))
+	srv.Update(ttySnapshot(a))
+	waitDevices(t, k, []plugin.Device{a})
+	if got := k.Messages(resourceName); got != before+1 {
+		t.Errorf("messages after an identical and a real update = %d, want %d", got, before+1)
+	}
+
+	// The whole list may become empty.
+	srv.Update(plugin.Snapshot{})
+	err := k.WaitFor(waitCtx(t), resourceName, func(d []*pluginapi.Device) bool { return d != nil && len(d) == 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUpdateNeverBlocks(t *testing.T) {
+	// No Run, no stream: Update only records.
+	srv := plugin.NewServer(options(t, shortDir(t)), plugin.Snapshot{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			srv.Update(ttySnapshot(plugin.Device{ID: "d", Healthy: i%2 == 0}))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("Update blocked")
+	}
+}
+
+func TestUpdateCopiesSnapshot(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	snap := ttySnapshot(plugin.Device{ID: "a", Healthy: true})
+	srv := run(t, plugin.NewServer(options(t, dir), plugin.Snapshot{}))
+	srv.Update(snap)
+	// The caller reuses its slices and map.
+	snap.Devices[0].ID = "changed"
+	snap.Specs[0].HostPath = "/dev/changed"
+	snap.Envs["SMARTER_DEVICE"] = "changed"
+
+	waitRegistered(t, k, 1)
+	waitDevices(t, k, []plugin.Device{{ID: "a", Healthy: true}})
+	c, err := k.Client(resourceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Allocate(waitCtx(t), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"a"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := resp.GetContainerResponses()[0]
+	if cr.GetDevices()[0].GetHostPath() != "/dev/ttyUSB0" || cr.GetEnvs()["SMARTER_DEVICE"] != "ttyUSB0" {
+		t.Errorf("Allocate saw the caller's later changes: %v", cr)
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	snap := ttySnapshot(plugin.Device{ID: "0", Healthy: true}, plugin.Device{ID: "1", Healthy: true}, plugin.Device{ID: "2", Healthy: false})
+	run(t, plugin.NewServer(options(t, dir), snap))
+	waitRegistered(t, k, 1)
+	c, err := k.Client(resourceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := c.Allocate(waitCtx(t), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{
+		{DevicesIds: []string{"0"}},
+		{DevicesIds: []string{"1"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetContainerResponses()); n != 2 {
+		t.Fatalf("%d container responses, want 2", n)
+	}
+	for i, cr := range resp.GetContainerResponses() {
+		var got []plugin.DeviceSpec
+		for _, d := range cr.GetDevices() {
+			got = append(got, plugin.DeviceSpec{HostPath: d.GetHostPath(), ContainerPath: d.GetContainerPath(), Permissions: d.GetPermissions()})
+		}
+		if !slices.Equal(got, snap.Specs) {
+			t.Errorf("container %d: devices %v, want %v", i, got, snap.Specs)
+		}
+		if len(cr.GetEnvs()) != 1 || cr.GetEnvs()["SMARTER_DEVICE"] != "ttyUSB0" {
+			t.Errorf("container %d: envs %v", i, cr.GetEnvs())
+		}
+	}
+
+	for _, tc := range []struct {
+		id   string
+		code codes.Code
+	}{
+		{"nope", codes.NotFound},
+		{"2", codes.FailedPrecondition},
+	} {
+		_, err := c.Allocate(waitCtx(t), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{
+			{DevicesIds: []string{"0", tc.id}},
+		}})
+		if status.Code(err) != tc.code {
+			t.Errorf("Allocate(%q): %v, want code %v", tc.id, err, tc.code)
+		}
+		if st, _ := status.FromError(err); !strings.Contains(st.Message(), tc.id) {
+			t.Errorf("Allocate(%q): message %q does not name the device", tc.id, st.Message())
+		}
+	}
+	_, err = c.Allocate(waitCtx(t), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"nope"}}}})
+	if st, _ := status.FromError(err); !strings.Contains(st.Message(), resourceName) {
+		t.Errorf("NotFound message %q does not name the resource", st.Message())
+	}
+}
+
+func TestGetPreferredAllocation(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	run(t, plugin.NewServer(options(t, dir), ttySnapshot(
+		plugin.Device{ID: "ttyUSB10", Healthy: true},
+		plugin.Device{ID: "ttyUSB2", Healthy: true},
+		plugin.Device{ID: "ttyUSB1", Healthy: true},
+		plugin.Device{ID: "ttyUSB3", Healthy: false},
+		plugin.Device{ID: "ttyUSB0", Healthy: true},
+	)))
+	waitRegistered(t, k, 1)
+	c, err := k.Client(resourceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"ttyUSB10", "ttyUSB3", "ttyUSB2", "ttyUSB1", "ttyUSB0", "unknown"}
+	resp, err := c.GetPreferredAllocation(waitCtx(t), &pluginapi.PreferredAllocationRequest{ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{
+		{AvailableDeviceIDs: all, MustIncludeDeviceIDs: []string{"ttyUSB10"}, AllocationSize: 3},
+		{AvailableDeviceIDs: all, AllocationSize: 2},
+		{AvailableDeviceIDs: all, AllocationSize: 10},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"ttyUSB10", "ttyUSB0", "ttyUSB1"},
+		{"ttyUSB0", "ttyUSB1"},
+		{"ttyUSB0", "ttyUSB1", "ttyUSB2", "ttyUSB10"},
+	}
+	for i, cr := range resp.GetContainerResponses() {
+		if !slices.Equal(cr.GetDeviceIDs(), want[i]) {
+			t.Errorf("container %d: %v, want %v", i, cr.GetDeviceIDs(), want[i])
+		}
+	}
+}
+
+func TestReregisterAfterWipe(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	watch(t, dir, srv.Server)
+	waitRegistered(t, k, 1)
+
+	// The kubelet removes plugin sockets when it starts.
+	if err := plugintest.WipeSockets(dir); err != nil {
+		t.Fatal(err)
+	}
+	waitRegistered(t, k, 2)
+	waitDevices(t, k, []plugin.Device{{ID: "0", Healthy: true}})
+	if _, err := os.Stat(filepath.Join(dir, plugintest.KubeletSocket)); err != nil {
+		t.Errorf("WipeSockets removed kubelet.sock: %v", err)
+	}
+	fi, err := os.Stat(srv.SocketPath())
+	if err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Errorf("our socket after the wipe: %v, %v", fi, err)
+	}
+}
+
+func TestReregisterWithNewKubelet(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		watch bool
+	}{
+		{"kicked by WatchDir", true},
+		// Without directory events, the kubelet closing our stream and the
+		// registration backoff are enough.
+		{"stream closed", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := shortDir(t)
+			k1 := startKubelet(t, dir)
+			srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+			if tc.watch {
+				watch(t, dir, srv.Server)
+			}
+			waitRegistered(t, k1, 1)
+
+			k1.Stop()
+			k2 := startKubelet(t, dir)
+			waitRegistered(t, k2, 1)
+			waitDevices(t, k2, []plugin.Device{{ID: "0", Healthy: true}})
+			waitStatus(t, srv.Server, "registered twice", func(st plugin.Status) bool {
+				return st.Registered && st.Registrations >= 2
+			})
+		})
+	}
+}
+
+func TestKubeletAbsentAtStart(t *testing.T) {
+	dir := shortDir(t)
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	// Serving comes first, whether or not a kubelet is there.
+	waitStatus(t, srv.Server, "serving", func(st plugin.Status) bool { return st.Serving })
+	if srv.Registered() {
+		t.Fatal("registered without a kubelet")
+	}
+	k := startKubelet(t, dir)
+	waitRegistered(t, k, 1)
+	waitDevices(t, k, []plugin.Device{{ID: "0", Healthy: true}})
+}
+
+func TestRegistrationRejected(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir, plugintest.RejectRegistrations())
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	if err := k.Wait(waitCtx(t), func() bool { return k.Attempts(resourceName) >= 3 }); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Registered() || k.Registrations(resourceName) != 0 {
+		t.Fatal("registered while the kubelet rejects")
+	}
+	k.SetRejectRegistrations(false)
+	waitRegistered(t, k, 1)
+	waitStatus(t, srv.Server, "registered", func(st plugin.Status) bool { return st.Registered })
+}
+
+func TestRunStopsWithOpenStream(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	waitRegistered(t, k, 1)
+
+	if err := srv.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Lstat(srv.SocketPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+	if err := k.Wait(waitCtx(t), func() bool { return !k.Streaming(resourceName) }); err != nil {
+		t.Errorf("stream still open: %v", err)
+	}
+	if st, _ := srv.Status(); st.Serving || st.Registered {
+		t.Errorf("status after Run returned: %+v", st)
+	}
+}
+
+func TestStaleFileReplaced(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	stale := filepath.Join(dir, socketName)
+	if err := os.WriteFile(stale, []byte("left by a crashed run"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	waitRegistered(t, k, 1)
+	fi, err := os.Lstat(srv.SocketPath())
+	if err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Errorf("socket path: %v, %v", fi, err)
+	}
+}
+
+func TestRunInvalidOptions(t *testing.T) {
+	dir := shortDir(t)
+	for _, o := range []plugin.Options{
+		{Socket: socketName, Dir: dir},
+		{ResourceName: resourceName, Socket: "a/b.sock", Dir: dir},
+		{ResourceName: resourceName, Socket: "kubelet.sock", Dir: dir},
+		{ResourceName: resourceName, Socket: socketName},
+		{ResourceName: resourceName, Socket: socketName, Dir: "/" + string(make([]byte, 120))},
+	} {
+		if err := plugin.NewServer(o, plugin.Snapshot{}).Run(context.Background()); err == nil {
+			t.Errorf("Run(%+v) = nil, want an error", o)
+		}
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	dir := shortDir(t)
+	k := startKubelet(t, dir)
+	srv := run(t, plugin.NewServer(options(t, dir), plugin.Snapshot{}))
+	waitRegistered(t, k, 1)
+	if err := srv.Run(context.Background()); err == nil {
+		t.Error("a second concurrent Run succeeded")
+	}
+}
+
+func TestWatchDirSurvivesRecreation(t *testing.T) {
+	dir := filepath.Join(shortDir(t), "plugins")
+	ctx, cancel := context.WithCancel(context.Background())
+	names := make(chan string, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- plugin.WatchDir(ctx, dir, testLogger(t), func(name string) {
+			select {
+			case names <- name:
+			default:
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchDir: %v", err)
+		}
+	}()
+
+	create := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// WatchDir creates the directory and says when it watches it.
+	waitName(t, names, "")
+	create("one")
+	waitName(t, names, "one")
+	if err := os.Remove(filepath.Join(dir, "one")); err != nil {
+		t.Fatal(err)
+	}
+	waitName(t, names, "one")
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	waitName(t, names, "") // removed
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	waitName(t, names, "") // watched again
+	create("two")
+	waitName(t, names, "two")
+}
