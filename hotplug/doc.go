@@ -1,0 +1,20 @@
+// Package hotplug owns the kernel side of device discovery: it lists device
+// nodes under /dev and GPUs under /sys, and it listens for uevents on the
+// NETLINK_KOBJECT_UEVENT socket (kernel group 1 or udevd group 2).
+//
+// Events are hints, not the truth: a consumer should treat every relevant
+// Event (see Event.Relevant), including a Lost one, as "rescan now" and read
+// the device state again with ScanDev. A lost burst (ENOBUFS), a malformed or
+// spoofed message, or a difference between kernel and udev properties then
+// costs nothing.
+//
+// The package knows nothing of configuration rules or of the kubelet; it
+// neither filters devices by name nor keeps any device state of its own.
+//
+// Netlink access is built on github.com/pilebones/go-udev (UEventConn.Connect
+// and ParseUEvent), but the read loop is our own: go-udev's Monitor cannot be
+// stopped while blocked in recvfrom and ends on any read error, ENOBUFS
+// included, and its parser rejects values containing '=', panics on a kernel
+// message without a terminating NUL, and ignores the libudev properties
+// length. See ParseEvent and Monitor.
+package hotplug

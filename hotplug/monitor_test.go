@@ -1,0 +1,381 @@
+package hotplug
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// waitTimeout bounds every wait for an event; it is a failure deadline,
+// not a timing assertion.
+const waitTimeout = 10 * time.Second
+
+// running is a Monitor.Run in a goroutine whose events arrive on a channel.
+type running struct {
+	events chan Event
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// startMonitor runs m until the test ends. notify blocks until the test
+// receives (buffer 0) or the buffer has room, so a test can stop the
+// monitor from reading by not receiving.
+func startMonitor(t *testing.T, m *Monitor, buffer int) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{events: make(chan Event, buffer), done: make(chan error, 1), cancel: cancel}
+	go func() {
+		r.done <- m.Run(ctx, func(e Event) {
+			select {
+			case r.events <- e:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return r
+}
+
+// waitFor returns the first event matching ok, failing after waitTimeout.
+func (r *running) waitFor(t *testing.T, what string, ok func(Event) bool) Event {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-r.events:
+			if ok(e) {
+				return e
+			}
+		case err := <-r.done:
+			t.Fatalf("Run returned %v while waiting for %s", err, what)
+		case <-timer.C:
+			t.Fatalf("no %s within %v", what, waitTimeout)
+		}
+	}
+}
+
+func isLost(e Event) bool { return e.Lost }
+
+func testLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: binds the uevent netlink socket and creates devices")
+	}
+}
+
+const zramControl = "/sys/class/zram-control"
+
+// zramAdd creates a zram device through hot_add and removes it when the test
+// ends unless the returned remove function already did.
+func zramAdd(t *testing.T) (name string, remove func()) {
+	t.Helper()
+	requireRoot(t)
+	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
+		t.Skipf("no %s (modprobe zram): %v", zramControl, err)
+	}
+	b, err := os.ReadFile(filepath.Join(zramControl, "hot_add"))
+	if err != nil {
+		t.Fatalf("zram hot_add: %v", err)
+	}
+	id := strings.TrimSpace(string(b))
+	var removed atomic.Bool
+	remove = func() {
+		if removed.Swap(true) {
+			return
+		}
+		if err := os.WriteFile(filepath.Join(zramControl, "hot_remove"), []byte(id), 0); err != nil {
+			t.Errorf("zram hot_remove %s: %v", id, err)
+		}
+	}
+	t.Cleanup(remove)
+	return "zram" + id, remove
+}
+
+// triggerChange makes the kernel re-send a change event for /dev/null.
+func triggerChange(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/sys/class/mem/null/uevent", []byte("change"), 0); err != nil {
+		t.Fatalf("trigger change: %v", err)
+	}
+}
+
+func TestMonitorKernel(t *testing.T) {
+	requireRoot(t)
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
+	r := startMonitor(t, m, 64)
+	// The first event is always Lost: the socket is bound from here on.
+	if e := r.waitFor(t, "connect event", func(Event) bool { return true }); !e.Lost || e.Source != SourceKernel {
+		t.Fatalf("first event = %+v, want Lost from kernel", e)
+	}
+	name, remove := zramAdd(t)
+	add := r.waitFor(t, "add "+name, func(e Event) bool { return e.DevName == name })
+	want := Event{Action: "add", DevPath: "/devices/virtual/block/" + name, Subsystem: "block", DevName: name, Source: SourceKernel,
+		Seqnum: add.Seqnum, Env: add.Env}
+	if d := diffEvent(want, add); d != "" || add.Seqnum == "" {
+		t.Errorf("add event mismatch (-want +got):\n%s", d)
+	}
+	if !add.Relevant() {
+		t.Error("add event not Relevant")
+	}
+	remove()
+	rm := r.waitFor(t, "remove "+name, func(e Event) bool { return e.DevName == name })
+	if rm.Action != "remove" {
+		t.Errorf("after hot_remove got %+v, want a remove event", rm)
+	}
+}
+
+func TestMonitorENOBUFS(t *testing.T) {
+	requireRoot(t)
+	// RcvBuf 1 becomes the kernel minimum, a few messages' worth.
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, RcvBuf: 1, Logger: testLogger(t)})
+	var dials atomic.Int32
+	connect := m.dial
+	m.dial = func(s Source) (*os.File, error) {
+		dials.Add(1)
+		return connect(s)
+	}
+	r := startMonitor(t, m, 0)
+	r.waitFor(t, "connect event", isLost)
+	// Nobody receives now, so Run blocks in notify after the first event
+	// and the burst overflows the socket buffer.
+	for range 200 {
+		triggerChange(t)
+	}
+	e := r.waitFor(t, "Lost event after a burst", isLost)
+	if e.Source != SourceKernel || e.Action != "" {
+		t.Errorf("Lost event = %+v", e)
+	}
+	// Reading goes on after ENOBUFS.
+	triggerChange(t)
+	r.waitFor(t, "event after overflow", func(e Event) bool { return e.DevName == "null" })
+	if n := dials.Load(); n != 1 {
+		t.Errorf("connected %d times; ENOBUFS must not reconnect", n)
+	}
+}
+
+// TestMonitorCancel needs no root: anyone may listen to uevents. As a user
+// it also covers the SO_RCVBUF fallback.
+func TestMonitorCancel(t *testing.T) {
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
+	r := startMonitor(t, m, 64)
+	r.waitFor(t, "connect event", isLost)
+	r.cancel() // Run is in (or about to be in) a read with nothing to read
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+		r.done <- err // for the cleanup
+	case <-time.After(waitTimeout):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// sendUevent sends raw to a uevent multicast group from a userspace socket,
+// as a spoofer (or udevd) would. Sending to a group needs CAP_NET_ADMIN.
+func sendUevent(t *testing.T, group Source, raw []byte) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, raw, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: uint32(group)}); err != nil {
+		t.Fatalf("send to group %d: %v", group, err)
+	}
+}
+
+func kernelMsg(action, devpath, devname string) []byte {
+	return fmt.Appendf(nil, "%s@%s\x00ACTION=%s\x00DEVPATH=%s\x00SUBSYSTEM=misc\x00DEVNAME=%s\x00", action, devpath, action, devpath, devname)
+}
+
+func udevMsg(props ...string) []byte {
+	var body []byte
+	for _, p := range props {
+		body = append(append(body, p...), 0)
+	}
+	h := make([]byte, libudevHeaderLen)
+	copy(h, libudevPrefix)
+	binary.BigEndian.PutUint32(h[8:], libudevMagic)
+	binary.NativeEndian.PutUint32(h[12:], libudevHeaderLen)
+	binary.NativeEndian.PutUint32(h[16:], libudevHeaderLen)
+	binary.NativeEndian.PutUint32(h[20:], uint32(len(body)))
+	return append(h, body...)
+}
+
+func TestMonitorDropsSpoofedKernelEvents(t *testing.T) {
+	requireRoot(t)
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
+	r := startMonitor(t, m, 64)
+	r.waitFor(t, "connect event", isLost)
+	sendUevent(t, SourceKernel, kernelMsg("add", "/devices/virtual/misc/hotplug-spoof", "hotplug-spoof"))
+	// The spoofed message is queued first; the real one must come alone.
+	triggerChange(t)
+	r.waitFor(t, "real change event", func(e Event) bool {
+		if e.DevName == "hotplug-spoof" {
+			t.Fatalf("spoofed event delivered: %+v", e)
+		}
+		return e.DevName == "null"
+	})
+}
+
+func TestMonitorUdevGroupFraming(t *testing.T) {
+	requireRoot(t)
+	m := NewMonitor(MonitorOptions{Source: SourceUdev, Logger: testLogger(t)})
+	r := startMonitor(t, m, 64)
+	r.waitFor(t, "connect event", isLost)
+	sendUevent(t, SourceUdev, []byte("garbage\x00"))
+	sendUevent(t, SourceUdev, append(udevMsg("ACTION=add", "DEVPATH=/devices/virtual/misc/x", "SUBSYSTEM=misc", "DEVNAME=/dev/x"),
+		bytes.Repeat([]byte{'a'}, MaxMessageSize)...)) // too long: truncated
+	sendUevent(t, SourceUdev, udevMsg("ACTION=add", "DEVPATH=/devices/virtual/misc/hotplug-test", "SUBSYSTEM=misc",
+		"DEVNAME=/dev/hotplug/test", "X=a=b"))
+	// The garbage is dropped; the truncated message is a Lost event.
+	if e := r.waitFor(t, "event", func(Event) bool { return true }); !e.Lost {
+		t.Fatalf("after garbage and a truncated message got %+v, want Lost", e)
+	}
+	e := r.waitFor(t, "udev event", func(Event) bool { return true })
+	want := Event{Action: "add", DevPath: "/devices/virtual/misc/hotplug-test", Subsystem: "misc", DevName: "hotplug/test",
+		Source: SourceUdev, Env: map[string]string{
+			"ACTION": "add", "DEVPATH": "/devices/virtual/misc/hotplug-test", "SUBSYSTEM": "misc",
+			"DEVNAME": "/dev/hotplug/test", "X": "a=b",
+		}}
+	if d := diffEvent(want, e); d != "" {
+		t.Errorf("udev event mismatch (-want +got):\n%s", d)
+	}
+}
+
+// TestMonitorReconnect injects a socket error (a pipe is not a socket) and a
+// failed connect, and checks that Run reports Lost and reconnects.
+func TestMonitorReconnect(t *testing.T) {
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t), MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	var (
+		dials atomic.Int32
+		peer  = make(chan int, 1)
+	)
+	m.dial = func(Source) (*os.File, error) {
+		switch dials.Add(1) {
+		case 1:
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { _ = pw.Close() })
+			return pr, nil
+		case 2:
+			return nil, errors.New("injected connect failure")
+		}
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		peer <- fds[1]
+		return os.NewFile(uintptr(fds[0]), "socketpair"), nil
+	}
+	r := startMonitor(t, m, 64)
+	for _, what := range []string{"connect event", "socket error event", "reconnect event"} {
+		if e := r.waitFor(t, what, func(Event) bool { return true }); !e.Lost {
+			t.Fatalf("want %s (Lost), got %+v", what, e)
+		}
+	}
+	var fd int
+	select {
+	case fd = <-peer:
+	case <-time.After(waitTimeout):
+		t.Fatal("no third dial")
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if _, err := unix.Write(fd, kernelMsg("add", "/devices/virtual/misc/y", "y")); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.waitFor(t, "event after reconnect", func(Event) bool { return true }); e.DevName != "y" {
+		t.Errorf("got %+v, want add of y", e)
+	}
+	if n := dials.Load(); n != 3 {
+		t.Errorf("dialled %d times, want 3", n)
+	}
+}
+
+func TestMonitorCancelDuringBackoff(t *testing.T) {
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t), MinBackoff: time.Hour})
+	dialled := make(chan struct{}, 1)
+	m.dial = func(Source) (*os.File, error) {
+		dialled <- struct{}{}
+		return nil, errors.New("injected connect failure")
+	}
+	r := startMonitor(t, m, 64)
+	select {
+	case <-dialled:
+	case <-time.After(waitTimeout):
+		t.Fatal("never dialled")
+	}
+	r.cancel() // the cleanup checks that Run returns nil
+}
+
+func TestMonitorInvalidArguments(t *testing.T) {
+	if err := NewMonitor(MonitorOptions{}).Run(context.Background(), nil); err == nil {
+		t.Error("nil notify accepted")
+	}
+	if err := NewMonitor(MonitorOptions{Source: 7}).Run(context.Background(), func(Event) {}); err == nil {
+		t.Error("invalid source accepted")
+	}
+}
+
+// startUdevd makes sure systemd-udevd runs for the test (see testkernel:
+// started as the test's child unless one is alive, and stopped by its PID).
+func startUdevd(t *testing.T) {
+	t.Helper()
+	testkernel.Udevd(t)
+	if DetectSource("/run") != SourceUdev {
+		t.Fatal("udevd is alive but DetectSource does not choose udev")
+	}
+}
+
+func TestMonitorUdevd(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
+		t.Skipf("no %s: %v", zramControl, err)
+	}
+	startUdevd(t)
+	m := NewMonitor(MonitorOptions{Source: SourceAuto, Logger: testLogger(t)})
+	r := startMonitor(t, m, 64)
+	if e := r.waitFor(t, "connect event", isLost); e.Source != SourceUdev {
+		t.Fatalf("auto chose %v with udevd alive, want udev", e.Source)
+	}
+	name, remove := zramAdd(t)
+	add := r.waitFor(t, "udev add "+name, func(e Event) bool { return e.DevName == name })
+	if add.Action != "add" || add.Source != SourceUdev || add.Env["DEVNAME"] != "/dev/"+name {
+		t.Errorf("udev add = %+v", add)
+	}
+	remove()
+	if rm := r.waitFor(t, "udev remove "+name, func(e Event) bool { return e.DevName == name }); rm.Action != "remove" {
+		t.Errorf("udev remove = %+v", rm)
+	}
+}

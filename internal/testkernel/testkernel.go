@@ -1,0 +1,158 @@
+// Package testkernel holds the helpers that tests touching the real kernel
+// share: zram devices (real add/remove uevents) and a systemd-udevd that
+// several test binaries, run in parallel by `go test ./...`, must not each
+// start. Every helper cleans up what it created and skips the test with a
+// message where it cannot run.
+package testkernel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// ZramControl is the zram hot_add/hot_remove interface.
+	ZramControl = "/sys/class/zram-control"
+	// UdevdPath is where Debian's udev package installs the daemon.
+	UdevdPath = "/lib/systemd/systemd-udevd"
+	// UdevControl is udevd's control socket.
+	UdevControl = "/run/udev/control"
+	// udevdLock serialises the tests that need udevd across test binaries.
+	udevdLock = "/run/smarter-device-manager-test-udevd.lock"
+	waitLimit = 20 * time.Second
+)
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (real kernel devices and netlink)")
+	}
+}
+
+// RequireZram skips the test unless it can create zram devices.
+func RequireZram(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := os.Stat(ZramControl + "/hot_add"); err != nil {
+		t.Skipf("skipping: %s missing (scripts/test-deps.sh loads the zram module): %v", ZramControl, err)
+	}
+}
+
+// ZramAdd creates /dev/zramN with a real add uevent and returns N; the
+// test's cleanup removes it if the test did not.
+func ZramAdd(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile(ZramControl + "/hot_add")
+	if err != nil {
+		t.Fatalf("zram hot_add: %v", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("zram hot_add printed %q", b)
+	}
+	t.Cleanup(func() {
+		if err := ZramRemove(n); err != nil {
+			t.Errorf("cleanup: removing zram%d: %v", n, err)
+		}
+	})
+	return n
+}
+
+// ZramRemove removes /dev/zramN (a real remove uevent); removing one that
+// is already gone is not an error.
+func ZramRemove(n int) error {
+	if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.WriteFile(ZramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0); err != nil {
+		return fmt.Errorf("zram hot_remove %d: %w", n, err)
+	}
+	return nil
+}
+
+// UdevdAlive reports whether a udevd accepts connections on its control
+// socket. A dead udevd leaves the socket file behind, refusing connections;
+// a busy one may answer EAGAIN (its backlog is short) and is alive.
+func UdevdAlive() bool {
+	c, err := net.DialTimeout("unixpacket", UdevControl, time.Second)
+	if err == nil {
+		c.Close()
+		return true
+	}
+	return errors.Is(err, syscall.EAGAIN)
+}
+
+// Udevd makes sure systemd-udevd runs for the rest of the test: one already
+// running is used as it is; otherwise one is started as the test's child
+// and stopped by its PID at cleanup, and /run/udev removed if it was not
+// there before. A lock file keeps test binaries running in parallel from
+// starting two (the second could not bind the control socket).
+func Udevd(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	lock, err := os.OpenFile(udevdLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("udevd lock: %v", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		t.Fatalf("udevd lock: %v", err)
+	}
+	// Cleanups run last-in first-out: udevd stops before the lock is freed.
+	t.Cleanup(func() { lock.Close() })
+	if UdevdAlive() {
+		t.Log("using the systemd-udevd already running")
+		return
+	}
+	if _, err := os.Stat(UdevdPath); err != nil {
+		t.Skipf("skipping: %s missing (scripts/test-deps.sh installs Debian's udev package): %v", UdevdPath, err)
+	}
+	_, statErr := os.Stat("/run/udev")
+	cmd := exec.Command(UdevdPath)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", UdevdPath, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.Process.Pid > 1 {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		}
+		select {
+		case <-exited:
+		case <-time.After(waitLimit):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if errors.Is(statErr, os.ErrNotExist) {
+			_ = os.RemoveAll("/run/udev") // it was not there before us
+		}
+	})
+	// Outside systemd udevd has no readiness signal: wait for its control
+	// socket to accept connections.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(waitLimit)
+	for !UdevdAlive() {
+		select {
+		case err := <-exited:
+			t.Fatalf("systemd-udevd exited: %v\n%s", err, out.String())
+		case <-deadline:
+			t.Fatalf("systemd-udevd not ready after %v", waitLimit)
+		case <-tick.C:
+		}
+	}
+}
