@@ -1,0 +1,387 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/hotplug"
+	"github.com/smarter-project/smarter-device-manager/plugin"
+)
+
+// EventSource delivers uevents; the daemon treats each as a wake-up hint.
+// hotplug.Monitor is the production implementation. notify must not block.
+type EventSource interface {
+	Run(ctx context.Context, notify func(hotplug.Event)) error
+}
+
+// Options configures Run. Zero values take the defaults noted.
+type Options struct {
+	// Config is the rule set to start with (required).
+	Config *conf.Config
+	// ConfigPath is reloaded on every Reload signal; "" means the embedded
+	// default is in use and a reload keeps it.
+	ConfigPath string
+	// Reload asks for the rule file to be read again (SIGHUP).
+	Reload <-chan struct{}
+
+	DevRoot   string // default /dev
+	SysRoot   string // default /sys
+	PluginDir string // default /var/lib/kubelet/device-plugins
+	Prefix    string // resource-name prefix, default "smarter-devices"
+
+	// RemoveAfter is how long a resource whose device has gone stays
+	// registered (unhealthy) before it is stopped; 0 keeps it forever.
+	RemoveAfter time.Duration
+	// Resync is the period of a full re-read with no event at all: a safety
+	// net for a dead udevd or a netlink socket that lost its group. Default 1m.
+	Resync time.Duration
+	// ScanDepth is how many directory levels below DevRoot are read
+	// (default 10, as the old daemon did).
+	ScanDepth int
+
+	// Events feeds wake-ups; nil runs with no hotplug (resyncs only).
+	Events EventSource
+	Logger zerolog.Logger
+
+	// DevFS and SysFS replace os.DirFS(DevRoot) and os.DirFS(SysRoot) in
+	// tests; host paths in Allocate are still built from DevRoot.
+	DevFS fs.FS
+	SysFS fs.FS
+	// ServerBackoff bounds the plugin servers' retry backoff (tests shorten it).
+	ServerMinBackoff, ServerMaxBackoff time.Duration
+}
+
+func (o *Options) setDefaults() error {
+	if o.Config == nil {
+		return errors.New("daemon: no rule set")
+	}
+	if o.DevRoot == "" {
+		o.DevRoot = "/dev"
+	}
+	if o.SysRoot == "" {
+		o.SysRoot = "/sys"
+	}
+	if o.PluginDir == "" {
+		o.PluginDir = "/var/lib/kubelet/device-plugins"
+	}
+	if o.Prefix == "" {
+		o.Prefix = "smarter-devices"
+	}
+	if err := conf.ValidPrefix(o.Prefix); err != nil {
+		return fmt.Errorf("resource prefix %q: %w", o.Prefix, err)
+	}
+	if o.Resync <= 0 {
+		o.Resync = time.Minute
+	}
+	if o.ScanDepth <= 0 {
+		o.ScanDepth = 10
+	}
+	if o.DevFS == nil {
+		o.DevFS = os.DirFS(o.DevRoot)
+	}
+	if o.SysFS == nil {
+		o.SysFS = os.DirFS(o.SysRoot)
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then stops every plugin server (each removes
+// its socket) and returns nil. It returns an error only for unusable options.
+func Run(ctx context.Context, opts Options) error {
+	if err := opts.setDefaults(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	d := &daemon{
+		opts:    opts,
+		log:     opts.Logger,
+		cfg:     opts.Config,
+		servers: make(map[string]*running),
+		wake:    make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		warned:  make(map[string]bool),
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if opts.Events != nil {
+		wg.Go(func() {
+			if err := opts.Events.Run(ctx, d.onEvent); err != nil {
+				d.log.Error().Err(err).Msg("uevent monitor stopped; relying on periodic resync")
+			}
+		})
+	}
+	wg.Go(func() {
+		// kubelet removes every plugin socket when it starts and then
+		// creates kubelet.sock: both show up here, and each server checks
+		// whether it must serve or register again.
+		err := plugin.WatchDir(ctx, opts.PluginDir, d.log, func(string) { signal(d.kick) })
+		if err != nil {
+			d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; kubelet restarts are noticed only on re-registration failures")
+		}
+	})
+
+	d.loop(ctx)
+	return nil
+}
+
+// signal is a non-blocking send on a capacity-1 channel: a burst of calls
+// coalesces into one pending wake-up.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+type daemon struct {
+	opts Options
+	log  zerolog.Logger
+	cfg  *conf.Config
+
+	servers map[string]*running // by resource name; owned by loop
+	wake    chan struct{}
+	kick    chan struct{}
+	warned  map[string]bool // warnings already logged, so a rescan does not repeat them
+	serveWG sync.WaitGroup
+	scans   int // completed state reads, for tests and debug logs
+}
+
+type running struct {
+	res         conf.Resource
+	srv         *plugin.Server
+	cancel      context.CancelFunc
+	done        chan struct{}
+	snap        plugin.Snapshot
+	absentSince time.Time // zero while the device is present
+}
+
+func (d *daemon) onEvent(ev hotplug.Event) {
+	if !ev.Relevant() {
+		return
+	}
+	if ev.Lost {
+		d.log.Warn().Msg("uevents were lost; rescanning")
+	} else {
+		d.log.Debug().Str("action", ev.Action).Str("devpath", ev.DevPath).Str("devname", ev.DevName).
+			Str("subsystem", ev.Subsystem).Str("seqnum", ev.Seqnum).Str("source", ev.Source.String()).Msg("uevent")
+	}
+	signal(d.wake)
+}
+
+func (d *daemon) loop(ctx context.Context) {
+	resync := time.NewTicker(d.opts.Resync)
+	defer resync.Stop()
+	removal := time.NewTimer(time.Hour)
+	removal.Stop()
+	defer removal.Stop()
+
+	d.reconcile(ctx, removal)
+	for {
+		select {
+		case <-ctx.Done():
+			d.stopAll()
+			return
+		case <-d.wake:
+		case <-resync.C:
+		case <-removal.C:
+		case <-d.opts.Reload:
+			d.reload()
+		case <-d.kick:
+			for _, r := range d.servers {
+				r.srv.Kick()
+			}
+			continue
+		}
+		d.reconcile(ctx, removal)
+	}
+}
+
+func (d *daemon) reload() {
+	if d.opts.ConfigPath == "" {
+		d.log.Info().Msg("reload: no --config file, the embedded default rules stay")
+		return
+	}
+	cfg, err := conf.Load(d.opts.ConfigPath)
+	if err != nil {
+		// The old rules keep serving: nothing that worked is lost.
+		d.log.Error().Err(err).Str("file", d.opts.ConfigPath).Msg("reload failed; keeping the rules in force")
+		return
+	}
+	d.cfg = cfg
+	clear(d.warned)
+	d.log.Info().Str("file", d.opts.ConfigPath).Int("rules", len(cfg.Rules)).Msg("rules reloaded")
+}
+
+// reconcile reads the device state, resolves it against the rules and moves
+// the running servers towards it.
+func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
+	nodes, err := hotplug.ScanDev(d.opts.DevFS, d.opts.ScanDepth)
+	if err != nil {
+		// Keep serving what we served: a failed read is not a removal.
+		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
+		return
+	}
+	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
+	if err != nil {
+		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
+	}
+	d.scans++
+
+	devs := make([]conf.Device, len(nodes))
+	for i, n := range nodes {
+		devs[i] = conf.Device{Path: n.Path, Dir: n.Dir}
+	}
+	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
+	d.logWarnings(warns)
+
+	now := time.Now()
+	want := make(map[string]bool, len(desired))
+	for _, res := range desired {
+		want[res.Name] = true
+		snap := buildSnapshot(res, nodes, d.opts.DevRoot, true)
+		r, ok := d.servers[res.Name]
+		if !ok {
+			d.start(ctx, res, snap)
+			continue
+		}
+		if !r.absentSince.IsZero() {
+			d.log.Info().Str("resource", res.Name).Str("device", res.Path).Msg("device back; healthy")
+			r.absentSince = time.Time{}
+		}
+		r.res = res
+		d.update(r, snap)
+	}
+
+	var next time.Time
+	for name, r := range d.servers {
+		if want[name] {
+			continue
+		}
+		res, still := d.stillWanted(r.res)
+		if !still {
+			d.log.Info().Str("resource", name).Msg("no rule asks for this resource any more; stopping")
+			d.stop(name)
+			continue
+		}
+		if r.absentSince.IsZero() {
+			r.absentSince = now
+			d.log.Info().Str("resource", name).Str("device", res.Path).Msg("device removed; unhealthy")
+		}
+		if d.opts.RemoveAfter > 0 {
+			deadline := r.absentSince.Add(d.opts.RemoveAfter)
+			if !now.Before(deadline) {
+				d.log.Info().Str("resource", name).Dur("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
+				d.stop(name)
+				continue
+			}
+			if next.IsZero() || deadline.Before(next) {
+				next = deadline
+			}
+		}
+		r.res = res
+		d.update(r, absentSnapshot(res, r.snap))
+	}
+	removal.Stop()
+	if !next.IsZero() {
+		removal.Reset(time.Until(next))
+	}
+}
+
+// stillWanted asks the current rules whether an absent device would still
+// give the same resource, and with what settings (a reload may have changed
+// its count or permissions, or dropped its rule).
+func (d *daemon) stillWanted(old conf.Resource) (conf.Resource, bool) {
+	var devs []conf.Device
+	var gpus []string
+	if old.GPU != "" {
+		gpus = []string{old.GPU}
+	} else {
+		devs = []conf.Device{{Path: old.Path, Dir: old.Dir}}
+	}
+	res, _ := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
+	for _, r := range res {
+		if r.Name == old.Name {
+			return r, true
+		}
+	}
+	return conf.Resource{}, false
+}
+
+func (d *daemon) logWarnings(warns []conf.Warning) {
+	for _, w := range warns {
+		key := w.String()
+		if d.warned[key] {
+			continue
+		}
+		d.warned[key] = true
+		d.log.Warn().Str("device", w.Device).Msg(w.Msg)
+	}
+}
+
+func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snapshot) {
+	srvCtx, cancel := context.WithCancel(ctx)
+	// plugin.Server tags its own log lines with the resource.
+	log := d.log.With().Str("resource", res.Name).Logger()
+	srv := plugin.NewServer(plugin.Options{
+		ResourceName: res.Name,
+		Socket:       res.Socket,
+		Dir:          d.opts.PluginDir,
+		Logger:       d.log,
+		MinBackoff:   d.opts.ServerMinBackoff,
+		MaxBackoff:   d.opts.ServerMaxBackoff,
+	}, snap)
+	r := &running{res: res, srv: srv, cancel: cancel, done: make(chan struct{}), snap: snap}
+	d.servers[res.Name] = r
+	log.Info().Str("device", deviceLabel(res)).Int("ids", res.Count).Msg("device added; starting resource")
+	d.serveWG.Go(func() {
+		defer close(r.done)
+		if err := srv.Run(srvCtx); err != nil {
+			log.Error().Err(err).Msg("plugin server stopped")
+		}
+	})
+}
+
+func (d *daemon) update(r *running, snap plugin.Snapshot) {
+	if snapshotsEqual(r.snap, snap) {
+		return
+	}
+	r.snap = snap
+	r.srv.Update(snap)
+}
+
+// stop ends one server and waits for it, so its socket is gone before a
+// server of the same name could start again. plugin.Server bounds its own
+// shutdown, so this does not stall the loop for long.
+func (d *daemon) stop(name string) {
+	r := d.servers[name]
+	delete(d.servers, name)
+	r.cancel()
+	<-r.done
+}
+
+func (d *daemon) stopAll() {
+	for _, r := range d.servers {
+		r.cancel()
+	}
+	d.serveWG.Wait()
+	d.log.Info().Int("resources", len(d.servers)).Msg("stopped every plugin server")
+	clear(d.servers)
+}
+
+func deviceLabel(res conf.Resource) string {
+	if res.GPU != "" {
+		return "gpu." + res.GPU
+	}
+	return res.Path
+}

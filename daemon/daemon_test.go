@@ -1,0 +1,412 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/rs/zerolog"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/hotplug"
+	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
+)
+
+// devFS is a fake device root a test changes while the daemon reads it.
+type devFS struct {
+	mu sync.Mutex
+	m  fstest.MapFS
+}
+
+func (f *devFS) Open(name string) (fs.File, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Open(name)
+}
+
+func (f *devFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.ReadDir(name)
+}
+
+func (f *devFS) Stat(name string) (fs.FileInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Stat(name)
+}
+
+func (f *devFS) set(name string, mode fs.FileMode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[name] = &fstest.MapFile{Mode: mode}
+}
+
+func (f *devFS) remove(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, name)
+}
+
+const charDev = fs.ModeDevice | fs.ModeCharDevice | 0o660
+
+// fakeEvents is an EventSource the test fires by hand.
+type fakeEvents struct{ ch chan hotplug.Event }
+
+func (f *fakeEvents) Run(ctx context.Context, notify func(hotplug.Event)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-f.ch:
+			notify(ev)
+		}
+	}
+}
+
+func (f *fakeEvents) fire(action, devname string) {
+	f.ch <- hotplug.Event{Action: action, DevName: devname, DevPath: "/devices/virtual/test/" + devname}
+}
+
+type harness struct {
+	t       *testing.T
+	dir     string
+	dev     *devFS
+	sys     fstest.MapFS
+	events  *fakeEvents
+	kubelet *plugintest.FakeKubelet
+	reload  chan struct{}
+	log     *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func parseRules(t *testing.T, name, text string) *conf.Config {
+	t.Helper()
+	cfg, err := conf.Parse(name, []byte(text))
+	if err != nil {
+		t.Fatalf("rules: %v", err)
+	}
+	return cfg
+}
+
+func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h := &harness{
+		t:      t,
+		dir:    dir,
+		dev:    &devFS{m: fstest.MapFS{}},
+		sys:    fstest.MapFS{},
+		events: &fakeEvents{ch: make(chan hotplug.Event)},
+		reload: make(chan struct{}, 1),
+		done:   make(chan error, 1),
+		log:    &syncBuffer{},
+	}
+	h.kubelet, err = plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.kubelet.Stop)
+	rulesFile := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{
+		Config:           parseRules(t, rulesFile, rules),
+		ConfigPath:       rulesFile,
+		Reload:           h.reload,
+		DevRoot:          "/dev",
+		PluginDir:        dir,
+		Resync:           time.Hour, // changes must come from events
+		Events:           h.events,
+		Logger:           zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.log)),
+		DevFS:            h.dev,
+		SysFS:            h.sys,
+		ServerMinBackoff: 10 * time.Millisecond,
+		ServerMaxBackoff: 100 * time.Millisecond,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- Run(ctx, opts) }()
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		h.t.Fatalf("Run did not return within 20s of cancel")
+	}
+}
+
+func (h *harness) waitFor(res, what string, cond func([]*pluginapi.Device) bool) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.kubelet.WaitFor(ctx, res, cond); err != nil {
+		h.t.Fatalf("%s: waiting for %s: %v (last: %v)", res, what, err, h.kubelet.Devices(res))
+	}
+}
+
+func (h *harness) waitStreamEnd(res string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.kubelet.Wait(ctx, func() bool { return !h.kubelet.Streaming(res) }); err != nil {
+		h.t.Fatalf("%s: stream still open: %v", res, err)
+	}
+}
+
+// waitNoSockets waits for every plugin socket to be removed; nothing
+// announces a removal, so it looks every few milliseconds.
+func (h *harness) waitNoSockets() {
+	h.t.Helper()
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for len(sockets(h.t, h.dir)) != 0 {
+		select {
+		case <-deadline:
+			h.t.Fatalf("sockets still there: %v", sockets(h.t, h.dir))
+		case <-tick.C:
+		}
+	}
+}
+
+// waitLog waits until the daemon logged want: the only outside view of a
+// reload that rightly changes nothing.
+func (h *harness) waitLog(want string) {
+	h.t.Helper()
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(h.log.String(), want) {
+		select {
+		case <-deadline:
+			h.t.Fatalf("daemon did not log %q within 20s", want)
+		case <-tick.C:
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func health(n int, want string) func([]*pluginapi.Device) bool {
+	return func(devs []*pluginapi.Device) bool {
+		if len(devs) != n {
+			return false
+		}
+		for _, d := range devs {
+			if d.Health != want {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func sockets(t *testing.T, dir string) []string {
+	t.Helper()
+	socks, err := filepath.Glob(filepath.Join(dir, "smarter-*.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return socks
+}
+
+func TestDeviceLifecycle(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 2\n", nil)
+	const res = "smarter-devices/ttyUSB0"
+
+	h.dev.set("ttyUSB0", charDev)
+	h.events.fire("add", "ttyUSB0")
+	h.waitFor(res, "healthy after add", health(2, pluginapi.Healthy))
+
+	h.dev.remove("ttyUSB0")
+	h.events.fire("remove", "ttyUSB0")
+	h.waitFor(res, "unhealthy after remove", health(2, pluginapi.Unhealthy))
+
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}}); err == nil {
+		t.Errorf("Allocate of a device that is gone succeeded")
+	}
+
+	h.dev.set("ttyUSB0", charDev)
+	h.events.fire("add", "ttyUSB0")
+	h.waitFor(res, "healthy after re-add", health(2, pluginapi.Healthy))
+	if got := h.kubelet.Registrations(res); got != 1 {
+		t.Errorf("registered %d times; a device coming back must reuse the registration", got)
+	}
+
+	resp, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"1"}}}})
+	if err != nil {
+		t.Fatalf("Allocate: %v", err)
+	}
+	specs := resp.ContainerResponses[0].Devices
+	if len(specs) != 1 || specs[0].HostPath != "/dev/ttyUSB0" || specs[0].ContainerPath != "/dev/ttyUSB0" || specs[0].Permissions != "rw" {
+		t.Errorf("Allocate specs = %v, want /dev/ttyUSB0 rw", specs)
+	}
+
+	h.stop()
+	if socks := sockets(t, h.dir); len(socks) != 0 {
+		t.Errorf("sockets left after stop: %v", socks)
+	}
+}
+
+func TestRemoveAfter(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^video[0-9]+$\n  nummaxdevices: 1\n", func(o *Options) {
+		o.RemoveAfter = 300 * time.Millisecond
+	})
+	h.dev.set("video0", charDev)
+	h.events.fire("add", "video0")
+	h.waitFor("smarter-devices/video0", "healthy", health(1, pluginapi.Healthy))
+	if socks := sockets(t, h.dir); len(socks) != 1 {
+		t.Fatalf("sockets = %v, want one", socks)
+	}
+	h.dev.remove("video0")
+	h.events.fire("remove", "video0")
+	h.waitFor("smarter-devices/video0", "unhealthy", health(1, pluginapi.Unhealthy))
+	// The server stops: its stream ends, as kubelet would see it.
+	h.waitStreamEnd("smarter-devices/video0")
+	h.waitNoSockets()
+}
+
+func TestKubeletRestartReregisters(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^snd$\n  nummaxdevices: 4\n- devicematch: ^net/tun$\n  nummaxdevices: 1\n", nil)
+	h.dev.set("snd", fs.ModeDir|0o755)
+	h.dev.set("snd/controlC0", charDev)
+	h.dev.set("snd/pcmC0D0p", charDev)
+	h.dev.set("net", fs.ModeDir|0o755)
+	h.dev.set("net/tun", charDev)
+	h.events.fire("add", "snd/controlC0")
+	h.waitFor("smarter-devices/snd", "healthy", health(4, pluginapi.Healthy))
+	h.waitFor("smarter-devices/net_tun", "healthy", health(1, pluginapi.Healthy))
+
+	// A directory resource expands to every node inside it.
+	client, err := h.kubelet.Client("smarter-devices/snd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"3"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range resp.ContainerResponses[0].Devices {
+		paths = append(paths, s.HostPath)
+	}
+	if len(paths) != 2 || paths[0] != "/dev/snd/controlC0" || paths[1] != "/dev/snd/pcmC0D0p" {
+		t.Errorf("snd allocates %v, want both nodes inside /dev/snd", paths)
+	}
+
+	// kubelet restart: it wipes plugin sockets and serves a new kubelet.sock.
+	h.kubelet.Stop()
+	if err := plugintest.WipeSockets(h.dir); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := plugintest.StartFakeKubelet(h.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k2.Stop)
+	h.kubelet = k2
+	h.waitFor("smarter-devices/snd", "re-registered after kubelet restart", health(4, pluginapi.Healthy))
+	h.waitFor("smarter-devices/net_tun", "re-registered after kubelet restart", health(1, pluginapi.Healthy))
+}
+
+func TestReloadKeepsServingOnBrokenFile(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n", nil)
+	h.dev.set("ttyACM0", charDev)
+	h.dev.set("i2c-1", charDev)
+	h.events.fire("add", "ttyACM0")
+	h.waitFor("smarter-devices/ttyACM0", "healthy", health(1, pluginapi.Healthy))
+
+	rules := filepath.Join(h.dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("- devicematch: ^i2c-[0-9+$\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.reload <- struct{}{}
+	h.waitLog("reload failed")
+	if got := h.kubelet.Devices("smarter-devices/i2c-1"); got != nil {
+		t.Fatalf("i2c-1 advertised after a broken reload: %v", got)
+	}
+	if got := h.kubelet.Devices("smarter-devices/ttyACM0"); !health(1, pluginapi.Healthy)(got) {
+		t.Fatalf("ttyACM0 changed after a broken reload: %v", got)
+	}
+	// A good reload drops ttyACM and adds i2c.
+	if err := os.WriteFile(rules, []byte("- devicematch: ^i2c-[0-9]+$\n  nummaxdevices: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.reload <- struct{}{}
+	h.waitFor("smarter-devices/i2c-1", "new rule's resource", health(1, pluginapi.Healthy))
+	h.waitStreamEnd("smarter-devices/ttyACM0")
+}
+
+func TestJetsonGPU(t *testing.T) {
+	h := newHarness(t, "- devicematch: nvidia-gpu\n  nummaxdevices: 3\n", func(o *Options) {
+		o.SysFS = fstest.MapFS{"devices/gpu.0": &fstest.MapFile{Mode: fs.ModeDir | 0o755}}
+	})
+	const res = "smarter-devices/nvidia-gpu0"
+	h.waitFor(res, "three IDs", health(3, pluginapi.Healthy))
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"2"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.ContainerResponses[0].Envs["NVIDIA_VISIBLE_DEVICES"]; got != "0" {
+		t.Errorf("NVIDIA_VISIBLE_DEVICES = %q, want 0", got)
+	}
+}
