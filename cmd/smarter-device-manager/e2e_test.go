@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
+	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
+)
+
+// These tests run the built binary against the real kernel: zram hot_add and
+// hot_remove give real add/remove uevents. A fake kubelet (plugintest) sees
+// what a kubelet would: registrations and ListAndWatch streams.
+
+// binary is built once by TestMain for every end-to-end test.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sdm-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "smarter-device-manager")
+	out, err := exec.Command(goTool(), "build", "-race", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building the daemon: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// syncBuffer collects the daemon's log for failure reports.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type daemonProc struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
+}
+
+// startDaemon runs the binary; cleanup stops it (by its own PID) if the test
+// did not, and prints its log when the test failed.
+func startDaemon(t *testing.T, args ...string) *daemonProc {
+	t.Helper()
+	p := &daemonProc{log: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout = p.log
+	p.cmd.Stderr = p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting the daemon: %v", err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil && p.cmd.Process.Pid > 1 {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and returns the exit status.
+func (p *daemonProc) stop(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon did not stop within 20s of SIGTERM")
+		return -1
+	}
+}
+
+// waitLog waits until the daemon has logged want; the log is the only
+// outside view of a reload that (rightly) changes nothing.
+func (p *daemonProc) waitLog(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(p.log.String(), want) {
+		select {
+		case <-deadline:
+			t.Fatalf("daemon did not log %q within 30s", want)
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("daemon exited (%v) before logging %q", err, want)
+		case <-tick.C:
+		}
+	}
+}
+
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	// Unix socket paths are limited to 108 bytes: t.TempDir is too long.
+	dir, err := os.MkdirTemp("", "sdm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func allHealth(n int, health string) func([]*pluginapi.Device) bool {
+	return func(devs []*pluginapi.Device) bool {
+		if len(devs) != n {
+			return false
+		}
+		for _, d := range devs {
+			if d.Health != health {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func waitFor(t *testing.T, k *plugintest.FakeKubelet, resource, what string, cond func([]*pluginapi.Device) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := k.WaitFor(ctx, resource, cond); err != nil {
+		t.Fatalf("%s: waiting for %s: %v (last list: %v)", resource, what, err, k.Devices(resource))
+	}
+}
+
+func TestHotplugKernelEvents(t *testing.T) {
+	testkernel.RequireZram(t)
+	testHotplug(t, "kernel")
+}
+
+func TestHotplugUdevEvents(t *testing.T) {
+	testkernel.RequireZram(t)
+	testkernel.Udevd(t)
+	testHotplug(t, "udev")
+}
+
+func testHotplug(t *testing.T, source string) {
+	dir := shortTempDir(t)
+	rules := filepath.Join(dir, "rules.yaml")
+	// The old daemon's format, unchanged.
+	if err := os.WriteFile(rules, []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatalf("fake kubelet: %v", err)
+	}
+	t.Cleanup(k.Stop)
+
+	d := startDaemon(t, "--config", rules, "--plugin-dir", dir, "--uevent-source", source,
+		"--log-level", "debug", "--resync", "1h", "--remove-after", "0")
+
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	waitFor(t, k, res, "2 healthy IDs after hot_add", allHealth(2, pluginapi.Healthy))
+	if got := k.Devices(res); got[0].ID != "0" || got[1].ID != "1" {
+		t.Errorf("device IDs = %q, %q; want the old daemon's 0, 1", got[0].ID, got[1].ID)
+	}
+
+	client, err := k.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"1"}}}})
+	if err != nil {
+		t.Fatalf("Allocate: %v", err)
+	}
+	node := fmt.Sprintf("/dev/zram%d", n)
+	specs := resp.ContainerResponses[0].Devices
+	if len(specs) != 1 || specs[0].HostPath != node || specs[0].ContainerPath != node || specs[0].Permissions != "rw" {
+		t.Errorf("Allocate specs = %v; want %s rw", specs, node)
+	}
+
+	if err := testkernel.ZramRemove(n); err != nil {
+		t.Fatalf("hot_remove: %v", err)
+	}
+	waitFor(t, k, res, "2 unhealthy IDs after hot_remove", allHealth(2, pluginapi.Unhealthy))
+
+	// zram hands out the lowest free number, so the same node comes back
+	// unless another test took it in between.
+	n2 := testkernel.ZramAdd(t)
+	if n2 == n {
+		waitFor(t, k, res, "healthy again after re-add", allHealth(2, pluginapi.Healthy))
+		if got := k.Registrations(res); got != 1 {
+			t.Errorf("%s registered %d times; a device that comes back must not re-register", res, got)
+		}
+	} else {
+		res2 := fmt.Sprintf("smarter-devices/zram%d", n2)
+		t.Logf("zram%d came back as zram%d (another test holds the number); checking the new resource", n, n2)
+		waitFor(t, k, res2, "2 healthy IDs after hot_add", allHealth(2, pluginapi.Healthy))
+	}
+
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status after SIGTERM = %d, want 0", code)
+	}
+	socks, _ := filepath.Glob(filepath.Join(dir, "smarter-*.sock"))
+	if len(socks) != 0 {
+		t.Errorf("sockets left after SIGTERM: %v", socks)
+	}
+	// The changes came through netlink from the source asked for, not from
+	// a resync (set to an hour).
+	heard := false
+	for _, line := range strings.Split(d.log.String(), "\n") {
+		if strings.Contains(line, `"message":"uevent"`) && strings.Contains(line, `"source":"`+source+`"`) {
+			heard = true
+			break
+		}
+	}
+	if !heard {
+		t.Errorf("the daemon logged no uevent from source %s", source)
+	}
+}

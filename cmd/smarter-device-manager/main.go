@@ -1,0 +1,194 @@
+// Command smarter-device-manager exposes host devices (serial adapters,
+// cameras, sound cards, I2C/SPI, GPIO, GPUs) to Kubernetes pods through the
+// kubelet device-plugin API, following hotplug through netlink uevents.
+//
+// This is the only package that exits: it parses flags, builds the logger,
+// wires signals and calls daemon.Run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/hotplug"
+)
+
+// Exit statuses: 0 after a clean stop, 1 when the daemon cannot start
+// (a broken rule file, say), 2 for a command-line mistake.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type flags struct {
+	config       string
+	devRoot      string
+	sysRoot      string
+	runDir       string
+	pluginDir    string
+	prefix       string
+	removeAfter  time.Duration
+	resync       time.Duration
+	ueventSource string
+	logFormat    string
+	logLevel     string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("smarter-device-manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "rule file (legacy YAML list, versioned YAML or TOML); empty: the embedded default rules")
+	fs.StringVar(&f.devRoot, "dev-root", "/dev", "device root to scan for device nodes")
+	fs.StringVar(&f.sysRoot, "sys-root", "/sys", "sysfs root (Jetson GPUs under devices/gpu.N)")
+	fs.StringVar(&f.runDir, "run-dir", "/run", "where udev's control socket is looked for (udev/control) when --uevent-source=auto")
+	fs.StringVar(&f.pluginDir, "plugin-dir", "/var/lib/kubelet/device-plugins", "kubelet device-plugin directory (holds kubelet.sock)")
+	fs.StringVar(&f.prefix, "resource-prefix", "smarter-devices", "extended-resource domain: resources are named PREFIX/DEVICE")
+	fs.DurationVar(&f.removeAfter, "remove-after", 5*time.Minute, "stop a resource whose device has been gone this long (0: keep it forever, unhealthy)")
+	fs.DurationVar(&f.resync, "resync", time.Minute, "full re-read of the device state even with no uevent (a safety net)")
+	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
+	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n\n"+
+			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
+			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug.\n"+
+			"SIGHUP reloads --config; SIGTERM/SIGINT stop cleanly.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch f.logFormat {
+	case "json", "console":
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not json or console", f.logFormat)
+	}
+	if _, err := hotplug.ParseSource(f.ueventSource); err != nil {
+		return nil, fmt.Errorf("--uevent-source: %w", err)
+	}
+	if f.removeAfter < 0 {
+		return nil, fmt.Errorf("--remove-after: %v is negative", f.removeAfter)
+	}
+	return f, nil
+}
+
+func newLogger(f *flags, w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(f.logLevel)
+	if err != nil || f.logLevel == "" {
+		return zerolog.Nop(), fmt.Errorf("--log-level: %q is not a level", f.logLevel)
+	}
+	if f.logFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
+		return exitUsage
+	}
+	log, err := newLogger(f, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
+		return exitUsage
+	}
+
+	cfg := conf.Default()
+	if f.config != "" {
+		if cfg, err = conf.Load(f.config); err != nil {
+			// Every problem at once, one per line, file:line: field: problem.
+			fmt.Fprintf(stderr, "smarter-device-manager: invalid rule file:\n%v\n", err)
+			log.Error().Err(err).Str("file", f.config).Msg("invalid rule file; not starting")
+			return exitError
+		}
+	}
+	if err := conf.ValidPrefix(f.prefix); err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager: --resource-prefix: %v\n", err)
+		return exitUsage
+	}
+
+	source, err := hotplug.ParseSource(f.ueventSource)
+	if err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager: --uevent-source: %v\n", err)
+		return exitUsage
+	}
+	// auto is decided again on every reconnect of the monitor; this is the
+	// choice it starts with.
+	effective := source
+	if source == hotplug.SourceAuto {
+		effective = hotplug.DetectSource(f.runDir)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		// Ends with ctx; forwards SIGHUPs, coalesced.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+
+	rulesFrom := f.config
+	if rulesFrom == "" {
+		rulesFrom = "embedded default"
+	}
+	log.Info().Str("rules", rulesFrom).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
+		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Msg("starting smarter-device-manager")
+
+	err = daemon.Run(ctx, daemon.Options{
+		Config:      cfg,
+		ConfigPath:  f.config,
+		Reload:      reload,
+		DevRoot:     f.devRoot,
+		SysRoot:     f.sysRoot,
+		PluginDir:   f.pluginDir,
+		Prefix:      f.prefix,
+		RemoveAfter: f.removeAfter,
+		Resync:      f.resync,
+		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log}),
+		Logger:      log,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("daemon failed")
+		return exitError
+	}
+	log.Info().Msg("stopped")
+	return exitOK
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
+)
+
+func TestBadCommandLine(t *testing.T) {
+	for _, args := range [][]string{
+		{"--log-format", "xml"},
+		{"--uevent-source", "both"},
+		{"--log-level", "loud"},
+		{"--remove-after", "-1s"},
+		{"--resource-prefix", "Not_A_Domain"},
+		{"stray-argument"},
+		{"--no-such-flag"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(args, &stderr); code != exitUsage {
+			t.Errorf("run(%q) = %d, want %d; stderr:\n%s", args, code, exitUsage, stderr.String())
+		}
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"--help"}, &stderr); code != exitOK {
+		t.Errorf("--help exit status %d, want 0", code)
+	}
+	for _, want := range []string{"--config", "--dev-root", "--plugin-dir", "--uevent-source", "--remove-after"} {
+		if !strings.Contains(stderr.String(), want[2:]) {
+			t.Errorf("--help does not mention %s:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// A broken rule file at start-up stops the daemon with a non-zero status and
+// every error, each naming file and line.
+func TestBrokenConfigAtStartup(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	broken := "- devicematch: ^video[0-9*$\n  nummaxdevices: 2\n- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: -1\n  colour: blue\n"
+	if err := os.WriteFile(file, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"--config", file, "--plugin-dir", t.TempDir()}, &stderr); code != exitError {
+		t.Fatalf("exit status %d, want %d; stderr:\n%s", code, exitError, stderr.String())
+	}
+	for _, want := range []string{file + ":1:", file + ":4:", file + ":5:"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks an error at %s:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// SIGHUP: a new rule starts its resource, the untouched one keeps its
+// registration, a broken file changes nothing. Uses nodes every Linux /dev
+// has, so it needs no root.
+func TestReloadOnSIGHUP(t *testing.T) {
+	for _, n := range []string{"/dev/null", "/dev/zero"} {
+		if _, err := os.Stat(n); err != nil {
+			t.Skipf("skipping: %s missing", n)
+		}
+	}
+	dir := shortTempDir(t)
+	rules := filepath.Join(dir, "rules.toml")
+	write := func(s string) {
+		t.Helper()
+		// Replace the file the way a ConfigMap update does: a new file renamed in.
+		tmp := rules + ".new"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, rules); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("version = \"v1\"\n[[rule]]\nmatch = \"^null$\"\ncount = 3\n")
+	k, err := plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	d := startDaemon(t, "--config", rules, "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h")
+	waitFor(t, k, "smarter-devices/null", "3 healthy IDs", allHealth(3, pluginapi.Healthy))
+
+	write("version = \"v1\"\n[[rule]]\nmatch = \"^null$\"\ncount = 3\n[[rule]]\nmatch = \"^zero$\"\ncount = 1\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, k, "smarter-devices/zero", "the new rule's resource", allHealth(1, pluginapi.Healthy))
+
+	write("version = \"v1\"\n[[rule]]\nmatch = \"^null$\"\ncount = many\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.waitLog(t, "reload failed")
+	// Then a good reload proves the loop is alive and that nothing was
+	// dropped in between.
+	write("version = \"v1\"\n[[rule]]\nmatch = \"^null$\"\ncount = 3\n[[rule]]\nmatch = \"^zero$\"\ncount = 2\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, k, "smarter-devices/zero", "count raised to 2 by reload", allHealth(2, pluginapi.Healthy))
+	for _, res := range []string{"smarter-devices/null", "smarter-devices/zero"} {
+		if got := k.Registrations(res); got != 1 {
+			t.Errorf("%s registered %d times; a reload must leave unchanged resources alone", res, got)
+		}
+	}
+	if !allHealth(3, pluginapi.Healthy)(k.Devices("smarter-devices/null")) {
+		t.Errorf("null lost its devices across reloads: %v", k.Devices("smarter-devices/null"))
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+}
