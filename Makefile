@@ -1,7 +1,7 @@
 # smarter-device-manager — build, run and test.
 # `make test` is what CI runs (.ci/run): it installs what the tests need
-# (scripts/test-deps.sh), vets, runs every test with -race, then a short
-# bounded run of each fuzz target.
+# (scripts/test-deps.sh), checks gofmt and vet, runs each fuzz target for a
+# short bounded time, then every test with -race.
 
 GO       ?= go
 BIN      ?= bin/smarter-device-manager
@@ -21,7 +21,7 @@ build:
 run:
 	$(GO) run ./cmd/smarter-device-manager --log-format=console
 
-test: deps vet unit fuzz
+test: deps vet fuzz unit
 
 deps:
 	bash scripts/test-deps.sh

@@ -410,3 +410,41 @@ func TestJetsonGPU(t *testing.T) {
 		t.Errorf("NVIDIA_VISIBLE_DEVICES = %q, want 0", got)
 	}
 }
+
+// A flood of events neither stalls nor crashes the loop: it is coalesced,
+// and the device that arrives at the end of it is served.
+func TestEventFloodIsCoalesced(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^ttyS[0-9]+$\n  nummaxdevices: 1\n", nil)
+	for i := range 5000 {
+		h.events.fire("change", "ttyS"+string(rune('0'+i%10)))
+	}
+	h.events.ch <- hotplug.Event{Lost: true}
+	h.dev.set("ttyS3", charDev)
+	h.events.fire("add", "ttyS3")
+	h.waitFor("smarter-devices/ttyS3", "served after the flood", health(1, pluginapi.Healthy))
+	if got := strings.Count(h.log.String(), `"message":"device added; starting resource"`); got != 1 {
+		t.Errorf("resource started %d times, want 1", got)
+	}
+}
+
+// A device whose name cannot be a resource name is skipped with a warning
+// naming it, once however often the state is read; the rest is served.
+func TestUnnameableDeviceIsSkippedOnce(t *testing.T) {
+	h := newHarness(t, "- devicematch: weird$\n  nummaxdevices: 1\n", nil)
+	h.dev.set("-weird", charDev)
+	h.dev.set("ok-weird", charDev)
+	for range 5 {
+		h.events.fire("add", "-weird")
+	}
+	h.waitFor("smarter-devices/ok-weird", "the valid one served", health(1, pluginapi.Healthy))
+	h.events.fire("add", "ok-weird")
+	h.waitFor("smarter-devices/ok-weird", "still served", health(1, pluginapi.Healthy))
+	h.waitLog(`"device":"-weird"`)
+	h.stop()
+	if got := strings.Count(h.log.String(), `"device":"-weird"`); got != 1 {
+		t.Errorf("warning about -weird logged %d times, want once", got)
+	}
+	if strings.Contains(h.log.String(), `"resource":"smarter-devices/-weird"`) {
+		t.Errorf("an invalid resource name reached a server")
+	}
+}
