@@ -171,7 +171,8 @@ func (d *daemon) onEvent(ev hotplug.Event) {
 		return
 	}
 	if ev.Lost {
-		d.log.Warn().Msg("uevents were lost; rescanning")
+		// The monitor warns about real losses itself; a (re)connect is one too.
+		d.log.Debug().Str("source", ev.Source.String()).Msg("uevents may have been missed; rescanning")
 	} else {
 		d.log.Debug().Str("action", ev.Action).Str("devpath", ev.DevPath).Str("devname", ev.DevName).
 			Str("subsystem", ev.Subsystem).Str("seqnum", ev.Seqnum).Str("source", ev.Source.String()).Msg("uevent")

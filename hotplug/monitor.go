@@ -187,7 +187,7 @@ func (m *Monitor) read(ctx context.Context, f *os.File, src Source, notify func(
 		case err != nil: // closed, by ctx or otherwise
 			return read, fmt.Errorf("read: %w", err)
 		case errors.Is(rerr, unix.ENOBUFS):
-			log.Debug().Msg("uevent receive buffer overflowed, events lost")
+			log.Warn().Msg("uevent receive buffer overflowed: events lost, rescanning")
 			notify(Event{Lost: true, Source: src})
 			continue
 		case rerr != nil:
