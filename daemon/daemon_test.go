@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"io/fs"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
@@ -85,7 +85,7 @@ type harness struct {
 	events  *fakeEvents
 	kubelet *plugintest.FakeKubelet
 	reload  chan struct{}
-	log     *syncBuffer
+	log     *testutil.SyncBuffer
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -101,11 +101,7 @@ func parseRules(t *testing.T, name, text string) *conf.Config {
 
 func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sdm") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t)
 	h := &harness{
 		t:      t,
 		dir:    dir,
@@ -114,8 +110,9 @@ func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 		events: &fakeEvents{ch: make(chan hotplug.Event)},
 		reload: make(chan struct{}, 1),
 		done:   make(chan error, 1),
-		log:    &syncBuffer{},
+		log:    &testutil.SyncBuffer{},
 	}
+	var err error
 	h.kubelet, err = plugintest.StartFakeKubelet(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -183,53 +180,17 @@ func (h *harness) waitStreamEnd(res string) {
 	}
 }
 
-// waitNoSockets waits for every plugin socket to be removed; nothing
-// announces a removal, so it looks every few milliseconds.
+// waitNoSockets waits for every plugin socket to be removed.
 func (h *harness) waitNoSockets() {
 	h.t.Helper()
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for len(sockets(h.t, h.dir)) != 0 {
-		select {
-		case <-deadline:
-			h.t.Fatalf("sockets still there: %v", sockets(h.t, h.dir))
-		case <-tick.C:
-		}
-	}
+	testutil.Eventually(h.t, 20*time.Second, "plugin sockets removed", func() bool { return len(sockets(h.t, h.dir)) == 0 })
 }
 
 // waitLog waits until the daemon logged want: the only outside view of a
 // reload that rightly changes nothing.
 func (h *harness) waitLog(want string) {
 	h.t.Helper()
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(h.log.String(), want) {
-		select {
-		case <-deadline:
-			h.t.Fatalf("daemon did not log %q within 20s", want)
-		case <-tick.C:
-		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	testutil.Eventually(h.t, 20*time.Second, "log "+want, func() bool { return strings.Contains(h.log.String(), want) })
 }
 
 func health(n int, want string) func([]*pluginapi.Device) bool {

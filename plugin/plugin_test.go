@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
+
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,18 +29,6 @@ const (
 	// assertion.
 	waitTimeout = 20 * time.Second
 )
-
-// shortDir returns a fresh directory with a short path (unix socket paths
-// are limited to 108 bytes), removed when the test ends.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
 
 func testLogger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
@@ -208,7 +198,7 @@ func ttySnapshot(devs ...plugin.Device) plugin.Snapshot {
 }
 
 func TestRegister(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 	waitRegistered(t, k, 1)
@@ -244,7 +234,7 @@ func TestRegister(t *testing.T) {
 }
 
 func TestListAndWatch(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	a, b, c := plugin.Device{ID: "a", Healthy: true}, plugin.Device{ID: "b", Healthy: true}, plugin.Device{ID: "c", Healthy: true}
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(a, b)))
@@ -282,7 +272,7 @@ func TestListAndWatch(t *testing.T) {
 
 func TestUpdateNeverBlocks(t *testing.T) {
 	// No Run, no stream: Update only records.
-	srv := plugin.NewServer(options(t, shortDir(t)), plugin.Snapshot{})
+	srv := plugin.NewServer(options(t, testutil.ShortTempDir(t)), plugin.Snapshot{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -298,7 +288,7 @@ func TestUpdateNeverBlocks(t *testing.T) {
 }
 
 func TestUpdateCopiesSnapshot(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	snap := ttySnapshot(plugin.Device{ID: "a", Healthy: true})
 	srv := run(t, plugin.NewServer(options(t, dir), plugin.Snapshot{}))
@@ -325,7 +315,7 @@ func TestUpdateCopiesSnapshot(t *testing.T) {
 }
 
 func TestAllocate(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	snap := ttySnapshot(plugin.Device{ID: "0", Healthy: true}, plugin.Device{ID: "1", Healthy: true}, plugin.Device{ID: "2", Healthy: false})
 	run(t, plugin.NewServer(options(t, dir), snap))
@@ -382,7 +372,7 @@ func TestAllocate(t *testing.T) {
 }
 
 func TestGetPreferredAllocation(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	run(t, plugin.NewServer(options(t, dir), ttySnapshot(
 		plugin.Device{ID: "ttyUSB10", Healthy: true},
@@ -418,7 +408,7 @@ func TestGetPreferredAllocation(t *testing.T) {
 }
 
 func TestReregisterAfterWipe(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 	watch(t, dir, srv.Server)
@@ -450,7 +440,7 @@ func TestReregisterWithNewKubelet(t *testing.T) {
 		{"stream closed", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := shortDir(t)
+			dir := testutil.ShortTempDir(t)
 			k1 := startKubelet(t, dir)
 			srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 			if tc.watch {
@@ -470,7 +460,7 @@ func TestReregisterWithNewKubelet(t *testing.T) {
 }
 
 func TestKubeletAbsentAtStart(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 	// Serving comes first, whether or not a kubelet is there.
 	waitStatus(t, srv.Server, "serving", func(st plugin.Status) bool { return st.Serving })
@@ -483,7 +473,7 @@ func TestKubeletAbsentAtStart(t *testing.T) {
 }
 
 func TestRegistrationRejected(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir, plugintest.RejectRegistrations())
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 	if err := k.Wait(waitCtx(t), func() bool { return k.Attempts(resourceName) >= 3 }); err != nil {
@@ -498,7 +488,7 @@ func TestRegistrationRejected(t *testing.T) {
 }
 
 func TestRunStopsWithOpenStream(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 	waitRegistered(t, k, 1)
@@ -518,7 +508,7 @@ func TestRunStopsWithOpenStream(t *testing.T) {
 }
 
 func TestStaleFileReplaced(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	stale := filepath.Join(dir, socketName)
 	if err := os.WriteFile(stale, []byte("left by a crashed run"), 0o600); err != nil {
@@ -533,7 +523,7 @@ func TestStaleFileReplaced(t *testing.T) {
 }
 
 func TestRunInvalidOptions(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	for _, o := range []plugin.Options{
 		{Socket: socketName, Dir: dir},
 		{ResourceName: resourceName, Socket: "a/b.sock", Dir: dir},
@@ -548,7 +538,7 @@ func TestRunInvalidOptions(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	srv := run(t, plugin.NewServer(options(t, dir), plugin.Snapshot{}))
 	waitRegistered(t, k, 1)
@@ -558,7 +548,7 @@ func TestRunTwice(t *testing.T) {
 }
 
 func TestWatchDirSurvivesRecreation(t *testing.T) {
-	dir := filepath.Join(shortDir(t), "plugins")
+	dir := filepath.Join(testutil.ShortTempDir(t), "plugins")
 	ctx, cancel := context.WithCancel(context.Background())
 	names := make(chan string, 64)
 	done := make(chan error, 1)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
@@ -54,27 +53,9 @@ func goTool() string {
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
-// syncBuffer collects the daemon's log for failure reports.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type daemonProc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.SyncBuffer
 	done chan error
 }
 
@@ -82,7 +63,7 @@ type daemonProc struct {
 // did not, and prints its log when the test failed.
 func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &daemonProc{log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
@@ -121,30 +102,7 @@ func (p *daemonProc) stop(t *testing.T) int {
 // outside view of a reload that (rightly) changes nothing.
 func (p *daemonProc) waitLog(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(p.log.String(), want) {
-		select {
-		case <-deadline:
-			t.Fatalf("daemon did not log %q within 30s", want)
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("daemon exited (%v) before logging %q", err, want)
-		case <-tick.C:
-		}
-	}
-}
-
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	// Unix socket paths are limited to 108 bytes: t.TempDir is too long.
-	dir, err := os.MkdirTemp("", "sdm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
+	testutil.Eventually(t, 30*time.Second, "daemon log "+want, func() bool { return strings.Contains(p.log.String(), want) })
 }
 
 func allHealth(n int, health string) func([]*pluginapi.Device) bool {
@@ -182,7 +140,7 @@ func TestHotplugUdevEvents(t *testing.T) {
 }
 
 func testHotplug(t *testing.T, source string) {
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	rules := filepath.Join(dir, "rules.yaml")
 	// The old daemon's format, unchanged.
 	if err := os.WriteFile(rules, []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"), 0o644); err != nil {

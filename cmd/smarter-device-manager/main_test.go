@@ -10,6 +10,7 @@ import (
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
@@ -70,7 +71,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 			t.Skipf("skipping: %s missing", n)
 		}
 	}
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	rules := filepath.Join(dir, "rules.toml")
 	write := func(s string) {
 		t.Helper()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
@@ -17,18 +19,8 @@ import (
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func TestWipeSockets(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k, err := plugintest.StartFakeKubelet(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +47,7 @@ func TestWipeSockets(t *testing.T) {
 }
 
 func TestRegisterUnservedEndpointFails(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortTempDir(t)
 	k, err := plugintest.StartFakeKubelet(dir)
 	if err != nil {
 		t.Fatal(err)
