@@ -50,6 +50,8 @@ type Options struct {
 	// Events feeds wake-ups; nil runs with no hotplug (resyncs only).
 	Events EventSource
 	Logger zerolog.Logger
+	// Stats, when set, is kept up to date (for --debug-addr and benchmarks).
+	Stats *Stats
 
 	// DevFS and SysFS replace os.DirFS(DevRoot) and os.DirFS(SysRoot) in
 	// tests; host paths in Allocate are still built from DevRoot.
@@ -89,6 +91,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SysFS == nil {
 		o.SysFS = os.DirFS(o.SysRoot)
+	}
+	if o.Stats == nil {
+		o.Stats = new(Stats)
 	}
 	return nil
 }
@@ -154,7 +159,6 @@ type daemon struct {
 	kick    chan struct{}
 	warned  map[string]bool // warnings already logged, so a rescan does not repeat them
 	serveWG sync.WaitGroup
-	scans   int // completed state reads, for tests and debug logs
 }
 
 type running struct {
@@ -167,10 +171,16 @@ type running struct {
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {
+	st := d.opts.Stats
+	if !ev.Lost {
+		st.Events.Add(1)
+	}
 	if !ev.Relevant() {
 		return
 	}
+	st.Relevant.Add(1)
 	if ev.Lost {
+		st.Lost.Add(1)
 		// The monitor warns about real losses itself; a (re)connect is one too.
 		d.log.Debug().Str("source", ev.Source.String()).Msg("uevents may have been missed; rescanning")
 	} else {
@@ -227,6 +237,12 @@ func (d *daemon) reload() {
 // reconcile reads the device state, resolves it against the rules and moves
 // the running servers towards it.
 func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
+	began := time.Now()
+	defer func() {
+		d.opts.Stats.Rescans.Add(1)
+		d.opts.Stats.RescanNanos.Add(uint64(time.Since(began)))
+		d.opts.Stats.Resources.Store(int64(len(d.servers)))
+	}()
 	nodes, err := hotplug.ScanDev(d.opts.DevFS, d.opts.ScanDepth)
 	if err != nil {
 		// Keep serving what we served: a failed read is not a removal.
@@ -237,7 +253,6 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	if err != nil {
 		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
 	}
-	d.scans++
 
 	devs := make([]conf.Device, len(nodes))
 	for i, n := range nodes {

@@ -48,6 +48,7 @@ type flags struct {
 	ueventSource string
 	logFormat    string
 	logLevel     string
+	debugAddr    string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -65,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n\n"+
 			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
@@ -172,6 +174,19 @@ func run(args []string, stderr io.Writer) int {
 	log.Info().Str("rules", rulesFrom).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
 		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Msg("starting smarter-device-manager")
 
+	stats := new(daemon.Stats)
+	if f.debugAddr != "" {
+		debugCtx, stopDebug := context.WithCancel(ctx)
+		wait, err := serveDebug(debugCtx, f.debugAddr, stats, log)
+		if err != nil {
+			stopDebug()
+			fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
+			return exitUsage
+		}
+		// Also on an error return, when ctx itself has not ended.
+		defer func() { stopDebug(); wait() }()
+	}
+
 	err = daemon.Run(ctx, daemon.Options{
 		Config:      cfg,
 		ConfigPath:  f.config,
@@ -184,6 +199,7 @@ func run(args []string, stderr io.Writer) int {
 		Resync:      f.resync,
 		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log}),
 		Logger:      log,
+		Stats:       stats,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("daemon failed")

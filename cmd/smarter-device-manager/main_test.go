@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +123,41 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	if code := d.stop(t); code != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+}
+
+// --debug-addr serves the counters and pprof; the benchmarks read Go heap
+// figures from it.
+func TestDebugEndpoints(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	d := startDaemon(t, "--plugin-dir", dir, "--uevent-source", "kernel", "--debug-addr", "127.0.0.1:0")
+	d.waitLog(t, "debug endpoints")
+	var addr string
+	for _, line := range strings.Split(d.log.String(), "\n") {
+		if strings.Contains(line, "debug endpoints") {
+			var rec struct{ Addr string }
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			addr = rec.Addr
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/debug/vars?gc=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var vars struct {
+		Memstats struct{ HeapInuse uint64 }
+		Stats    map[string]uint64 `json:"smarter_device_manager"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&vars); err != nil {
+		t.Fatal(err)
+	}
+	if vars.Memstats.HeapInuse == 0 || vars.Stats["rescans"] == 0 {
+		t.Errorf("/debug/vars = %+v; want heap figures and at least the start-up rescan", vars)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status %d", code)
 	}
 }

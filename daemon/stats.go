@@ -1,0 +1,26 @@
+package daemon
+
+import "sync/atomic"
+
+// Stats counts what the daemon did. The caller owns it (no global state)
+// and may read it at any time, e.g. to publish it; the daemon only adds.
+type Stats struct {
+	Events      atomic.Uint64 // uevents received (every one, relevant or not)
+	Relevant    atomic.Uint64 // of those, the ones that asked for a rescan
+	Lost        atomic.Uint64 // "events may have been lost" notices (ENOBUFS, reconnects)
+	Rescans     atomic.Uint64 // reads of the device state: a burst of events coalesces into few
+	RescanNanos atomic.Uint64 // time spent in those reads, resolving and diffing included
+	Resources   atomic.Int64  // plugin servers running now
+}
+
+// Snapshot returns the counters as a plain map, e.g. for expvar.
+func (s *Stats) Snapshot() map[string]any {
+	return map[string]any{
+		"events":       s.Events.Load(),
+		"relevant":     s.Relevant.Load(),
+		"lost":         s.Lost.Load(),
+		"rescans":      s.Rescans.Load(),
+		"rescan_nanos": s.RescanNanos.Load(),
+		"resources":    s.Resources.Load(),
+	}
+}
