@@ -179,13 +179,11 @@ func (d *daemon) onEvent(ev hotplug.Event) {
 		return
 	}
 	st.Relevant.Add(1)
+	// The monitor logs each uevent at debug. A Lost notice is routine on
+	// every (re)connect; the monitor warns about real losses itself.
 	if ev.Lost {
 		st.Lost.Add(1)
-		// The monitor warns about real losses itself; a (re)connect is one too.
 		d.log.Debug().Str("source", ev.Source.String()).Msg("uevents may have been missed; rescanning")
-	} else {
-		d.log.Debug().Str("action", ev.Action).Str("devpath", ev.DevPath).Str("devname", ev.DevName).
-			Str("subsystem", ev.Subsystem).Str("seqnum", ev.Seqnum).Str("source", ev.Source.String()).Msg("uevent")
 	}
 	signal(d.wake)
 }

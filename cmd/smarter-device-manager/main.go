@@ -33,6 +33,9 @@ const (
 )
 
 func main() {
+	// Milliseconds in log timestamps: hotplug is a matter of milliseconds.
+	// This is zerolog's process-wide setting, so only main sets it.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

@@ -1,4 +1,5 @@
-// Package testkernel holds the helpers that tests touching the real kernel
+// Package testkernel holds the helpers that tests (and the benchmark tool)
+// touching the real kernel
 // share: zram devices (real add/remove uevents) and a systemd-udevd that
 // several test binaries, run in parallel by `go test ./...`, must not each
 // start. Every helper cleans up what it created and skips the test with a
@@ -118,16 +119,27 @@ func Udevd(t testing.TB) {
 	if _, err := os.Stat(UdevdPath); err != nil {
 		t.Skipf("skipping: %s missing (scripts/test-deps.sh installs Debian's udev package): %v", UdevdPath, err)
 	}
+	stop, err := StartUdevd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+}
+
+// StartUdevd starts systemd-udevd as a child of this process and waits
+// until its control socket accepts connections. stop ends it by its PID and
+// removes /run/udev if it was not there before.
+func StartUdevd() (stop func(), err error) {
 	_, statErr := os.Stat("/run/udev")
 	cmd := exec.Command(UdevdPath)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", UdevdPath, err)
+		return nil, fmt.Errorf("starting %s: %w", UdevdPath, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
+	stop = func() {
 		if cmd.Process.Pid > 1 {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 		}
@@ -140,7 +152,7 @@ func Udevd(t testing.TB) {
 		if errors.Is(statErr, os.ErrNotExist) {
 			_ = os.RemoveAll("/run/udev") // it was not there before us
 		}
-	})
+	}
 	// Outside systemd udevd has no readiness signal: wait for its control
 	// socket to accept connections.
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -149,10 +161,14 @@ func Udevd(t testing.TB) {
 	for !UdevdAlive() {
 		select {
 		case err := <-exited:
-			t.Fatalf("systemd-udevd exited: %v\n%s", err, out.String())
+			exited <- err
+			stop()
+			return nil, fmt.Errorf("systemd-udevd exited: %v\n%s", err, out.String())
 		case <-deadline:
-			t.Fatalf("systemd-udevd not ready after %v", waitLimit)
+			stop()
+			return nil, fmt.Errorf("systemd-udevd not ready after %v", waitLimit)
 		case <-tick.C:
 		}
 	}
+	return stop, nil
 }

@@ -1,0 +1,148 @@
+// Command sdm-bench measures smarter-device-manager on this machine and
+// writes BENCHMARKS.md: hotplug latency from the kernel's uevent to the
+// kubelet side, start-up time, footprint, idle CPU, uevent-storm
+// throughput, and the Go micro-benchmarks. It prints figures; it asserts
+// nothing about time. Run it as root (`make bench`): it creates zram
+// devices, mounts a tmpfs device root and runs the daemon binary against a
+// fake kubelet, and removes all of it afterwards.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+type config struct {
+	out      string
+	cycles   int
+	sizes    []int
+	idle     time.Duration
+	storm    int
+	skipUdev bool
+	workDir  string
+	binary   string
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var c config
+	var sizes string
+	quick := flag.Bool("quick", false, "small counts, for a smoke test of the tool itself")
+	flag.StringVar(&c.out, "out", "BENCHMARKS.md", "where to write the report")
+	flag.IntVar(&c.cycles, "cycles", 200, "hot_add/hot_remove cycles per latency series")
+	flag.StringVar(&sizes, "sizes", "10,100,1000", "device counts for start-up and footprint")
+	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window for CPU time")
+	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
+	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
+	flag.Parse()
+	if *quick {
+		c.cycles, sizes, c.idle, c.storm = 10, "10,50", 3*time.Second, 500
+	}
+	for _, f := range strings.Split(sizes, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "sdm-bench: -sizes: %q\n", f)
+			return 2
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "sdm-bench: needs root (zram devices, a tmpfs device root, netlink)")
+		return 1
+	}
+	if err := bench(&c); err != nil {
+		fmt.Fprintf(os.Stderr, "sdm-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func bench(c *config) error {
+	work, err := os.MkdirTemp("", "sdmb")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	c.workDir = work
+	c.binary = filepath.Join(work, "smarter-device-manager")
+	// The same build as `make build`.
+	build := exec.Command("go", "build", "-trimpath", "-o", c.binary, "./cmd/smarter-device-manager")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the daemon: %w", err)
+	}
+
+	ctx := context.Background()
+	r := &report{started: time.Now()}
+	r.machine = describeMachine()
+	if fi, err := os.Stat(c.binary); err == nil {
+		r.binarySize = fi.Size()
+	}
+
+	step := func(name string, fn func() error) error {
+		fmt.Fprintf(os.Stderr, "sdm-bench: %s…\n", name)
+		if err := fn(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
+	sources := []string{"kernel", "udev"}
+	if c.skipUdev {
+		sources = sources[:1]
+	}
+	for _, src := range sources {
+		for _, fresh := range []bool{false, true} {
+			name := fmt.Sprintf("hotplug latency (%s, new resource %v)", src, fresh)
+			if err := step(name, func() error {
+				s, err := latency(ctx, c, src, fresh)
+				if err == nil {
+					r.latency = append(r.latency, s...)
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	for _, n := range c.sizes {
+		if err := step(fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
+			f, err := startupAndFootprint(ctx, c, n)
+			if err == nil {
+				r.footprint = append(r.footprint, f)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := step("uevent storm", func() error {
+		s, err := storm(ctx, c)
+		r.storm = s
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := step("Go micro-benchmarks", func() error {
+		m, err := micro()
+		r.micro = m
+		return err
+	}); err != nil {
+		return err
+	}
+	r.finished = time.Now()
+	r.command = "make bench  (go run ./cmd/sdm-bench " + strings.Join(os.Args[1:], " ") + ")"
+	if err := os.WriteFile(c.out, []byte(r.markdown()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "sdm-bench: wrote %s\n", c.out)
+	return nil
+}
