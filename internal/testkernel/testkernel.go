@@ -1,8 +1,7 @@
 // Package testkernel holds the helpers that tests (and the benchmark tool)
-// touching the real kernel
-// share: zram devices (real add/remove uevents) and a systemd-udevd that
-// several test binaries, run in parallel by `go test ./...`, must not each
-// start. Every helper cleans up what it created and skips the test with a
+// touching the real kernel share: zram devices (real add/remove uevents)
+// and a systemd-udevd that several test binaries, run in parallel by
+// `go test ./...`, must not each start. Every helper cleans up what it created and skips the test with a
 // message where it cannot run.
 package testkernel
 
