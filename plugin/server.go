@@ -394,11 +394,20 @@ func (s *Server) runOnce(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	// bo grows with every failed registration and every stream the kubelet
+	// closes right after accepting us; it is reset only when a re-check
+	// finds the registration still holding, or a new kubelet appears.
 	bo := backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff}
-	var kubelet fileID // the kubelet socket we registered with
+	var kubelet fileID        // the kubelet socket we registered with
+	var holdoff time.Duration // wait before the next registration
 	for {
 		var retry *time.Timer
-		if !s.Registered() {
+		switch {
+		case s.Registered():
+		case holdoff > 0:
+			retry = time.NewTimer(holdoff)
+			holdoff = 0
+		default:
 			id, err := s.register(ctx)
 			switch {
 			case ctx.Err() != nil:
@@ -410,7 +419,6 @@ func (s *Server) runOnce(ctx context.Context) error {
 			default:
 				kubelet = id
 				s.setStatus(func(st *Status) { st.Registered = true; st.Registrations++ })
-				bo.reset()
 				s.log.Info().Str("kubelet", s.kubeletPath()).Str("endpoint", s.opts.Socket).Msg("registered")
 			}
 		}
@@ -440,8 +448,20 @@ func (s *Server) runOnce(ctx context.Context) error {
 			return errRestart
 		}
 		if s.Registered() {
-			if reason := s.reregisterReason(kubelet); reason != "" {
+			switch reason := s.reregisterReason(kubelet); reason {
+			case "":
+				bo.reset()
+			case reasonStreamLost:
+				// Without a backoff, a kubelet that accepts every
+				// registration and ends the stream at once would be
+				// hammered with registrations in a tight loop.
 				s.setStatus(func(st *Status) { st.Registered = false })
+				holdoff = bo.next()
+				s.log.Warn().Dur("backoff", holdoff).Msg(reasonStreamLost + "; re-registering after backoff")
+			default:
+				// A new kubelet (or none yet): register at once.
+				s.setStatus(func(st *Status) { st.Registered = false })
+				bo.reset()
 				s.log.Info().Str("reason", reason).Msg("re-registering")
 			}
 		}
@@ -462,10 +482,14 @@ func (s *Server) reregisterReason(registeredWith fileID) string {
 	lost := s.streamLost
 	s.mu.Unlock()
 	if lost {
-		return "kubelet closed its ListAndWatch stream"
+		return reasonStreamLost
 	}
 	return ""
 }
+
+// reasonStreamLost is reregisterReason's answer when the kubelet ended the
+// newest stream of our registration while its socket stayed the same.
+const reasonStreamLost = "kubelet closed its ListAndWatch stream"
 
 // register sends one Register request to the kubelet and returns the
 // identity of the kubelet socket it was sent to.

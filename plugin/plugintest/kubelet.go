@@ -35,6 +35,14 @@ func RejectRegistrations() Option {
 	return func(f *FakeKubelet) { f.reject = true }
 }
 
+// CloseStreams makes the fake kubelet accept registrations but end every
+// ListAndWatch stream as soon as its first message arrives, as a kubelet
+// that is going away (or a broken one) does, until
+// SetCloseStreams(false) is called.
+func CloseStreams() Option {
+	return func(f *FakeKubelet) { f.closeStreams = true }
+}
+
 // resource is what the fake kubelet knows of one registered resource.
 type resource struct {
 	attempts      int // Register calls, rejected ones included
@@ -45,6 +53,7 @@ type resource struct {
 	cancel        context.CancelFunc
 	devices       []*pluginapi.Device
 	messages      int // ListAndWatch messages on the current stream
+	closed        int // streams the fake kubelet ended itself (CloseStreams)
 	streaming     bool
 }
 
@@ -59,12 +68,13 @@ type FakeKubelet struct {
 	id   os.FileInfo
 	wg   sync.WaitGroup // Serve and every ListAndWatch follower
 
-	mu        sync.Mutex
-	reject    bool
-	stopped   bool
-	resources map[string]*resource
-	changed   chan struct{} // closed and replaced on every change
-	stopOnce  sync.Once
+	mu           sync.Mutex
+	reject       bool
+	closeStreams bool
+	stopped      bool
+	resources    map[string]*resource
+	changed      chan struct{} // closed and replaced on every change
+	stopOnce     sync.Once
 }
 
 // StartFakeKubelet serves the Registration API on dir/kubelet.sock,
@@ -113,6 +123,15 @@ func (f *FakeKubelet) SetRejectRegistrations(reject bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reject = reject
+}
+
+// SetCloseStreams makes the fake kubelet end every ListAndWatch stream after
+// its first message (true) or follow streams normally (false). It applies
+// to streams opened from now on.
+func (f *FakeKubelet) SetCloseStreams(close bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closeStreams = close
 }
 
 // notifyLocked wakes every waiter; f.mu must be held.
@@ -186,17 +205,19 @@ func (f *FakeKubelet) Register(ctx context.Context, req *pluginapi.RegisterReque
 	r.conn, r.cancel = conn, scancel
 	r.devices, r.messages, r.streaming = nil, 0, false
 	gen := r.gen
+	closeStreams := f.closeStreams
 	f.notifyLocked()
 	f.wg.Add(1)
 	f.mu.Unlock()
 
-	go f.follow(sctx, name, gen, conn)
+	go f.follow(sctx, scancel, name, gen, conn, closeStreams)
 	return &pluginapi.Empty{}, nil
 }
 
 // follow runs the ListAndWatch stream of one registration until it ends or
-// is replaced.
-func (f *FakeKubelet) follow(ctx context.Context, name string, gen int, conn *grpc.ClientConn) {
+// is replaced; with closeStream it ends the stream itself (cancel) after the
+// first message.
+func (f *FakeKubelet) follow(ctx context.Context, cancel context.CancelFunc, name string, gen int, conn *grpc.ClientConn, closeStream bool) {
 	defer f.wg.Done()
 	defer f.update(name, gen, func(r *resource) { r.streaming = false })
 	stream, err := pluginapi.NewDevicePluginClient(conn).ListAndWatch(ctx, &pluginapi.Empty{})
@@ -215,8 +236,15 @@ func (f *FakeKubelet) follow(ctx context.Context, name string, gen int, conn *gr
 		f.update(name, gen, func(r *resource) {
 			r.devices = devs
 			r.messages++
-			r.streaming = true
+			r.streaming = !closeStream
+			if closeStream {
+				r.closed++
+			}
 		})
+		if closeStream {
+			cancel()
+			return
+		}
 	}
 }
 
@@ -228,6 +256,17 @@ func (f *FakeKubelet) update(name string, gen int, fn func(*resource)) {
 		fn(r)
 		f.notifyLocked()
 	}
+}
+
+// ClosedStreams returns how many ListAndWatch streams of resource the fake
+// kubelet ended itself because of CloseStreams.
+func (f *FakeKubelet) ClosedStreams(resource string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.resources[resource]; r != nil {
+		return r.closed
+	}
+	return 0
 }
 
 // Registrations returns how many registrations of resource were accepted.

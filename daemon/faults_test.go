@@ -1,0 +1,276 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
+	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
+)
+
+// configMap is a rule file mounted the way the kubelet mounts a ConfigMap:
+// dir/rules.yaml → ..data/rules.yaml, ..data a symlink to a timestamped
+// directory, swapped by renaming a new symlink over it (one atomic step).
+type configMap struct {
+	t   *testing.T
+	dir string
+	gen int
+}
+
+func newConfigMap(t *testing.T, dir, rules string) *configMap {
+	c := &configMap{t: t, dir: dir}
+	c.swap(rules)
+	if err := os.Symlink(filepath.Join("..data", "rules.yaml"), c.path()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *configMap) path() string { return filepath.Join(c.dir, "rules.yaml") }
+
+// swap publishes rules as the kubelet does: a new ..<timestamp> directory,
+// ..data_tmp pointing at it renamed over ..data, the old directory removed.
+func (c *configMap) swap(rules string) {
+	c.t.Helper()
+	c.gen++
+	ts := fmt.Sprintf("..2026_01_01_00_00_%02d.%d", c.gen%60, c.gen)
+	if err := os.Mkdir(filepath.Join(c.dir, ts), 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, ts, "rules.yaml"), []byte(rules), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	old, _ := os.Readlink(filepath.Join(c.dir, "..data"))
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
+		c.t.Fatal(err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(c.dir, old)); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// dangle points ..data at a directory that does not exist: the file
+// vanishes for a moment, as in the middle of an unlucky swap.
+func (c *configMap) dangle() {
+	c.t.Helper()
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	if err := os.Symlink("..gone", tmp); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestReloadUnderLoad reloads a ConfigMap-mounted rule file, broken and
+// good versions in turn, while a real zram device is added and removed in a
+// loop and change uevents keep coming: a broken file never drops or touches
+// a working resource, a good one applies, and unchanged resources are never
+// registered again.
+func TestReloadUnderLoad(t *testing.T) {
+	const (
+		rules1 = "version: v1\nrules:\n  - match: ^zram[0-9]+$\n    count: 1\n  - match: ^null$\n    count: 2\n"
+		rules2 = "version: v1\nrules:\n  - match: ^zram[0-9]+$\n    count: 3\n  - match: ^null$\n    count: 2\n  - match: ^zero$\n    count: 1\n"
+	)
+	broken := map[string]string{
+		"a regexp that does not compile": "version: v1\nrules:\n  - match: ^zram[0-9+$\n",
+		"an unknown key":                 "version: v1\nrules:\n  - match: ^zram[0-9]+$\n    colour: blue\n",
+		"a file cut short":               "version: v1\nrules:\n  - match: ^zram[0-9]+$\n    count: [",
+		"an empty file":                  "",
+	}
+	cm := newConfigMap(t, testutil.ShortTempDir(t), rules1)
+	d := startKernelDaemon(t, kernelOpts{rules: rules1, mutate: func(o *Options) { o.ConfigPath = cm.path() }})
+
+	stable := zramAdd(t)
+	resStable := "smarter-devices/" + stable
+	d.waitFor(resStable, "healthy", health(1, pluginapi.Healthy))
+	d.waitFor("smarter-devices/null", "healthy", health(2, pluginapi.Healthy))
+
+	// Load: a device coming and going, and change events, until the end.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	var churned atomic.Int64
+	var churnErr error // written before churnStopped is set
+	var churnStopped atomic.Bool
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			b, err := os.ReadFile("/sys/class/zram-control/hot_add")
+			if err != nil {
+				churnErr = err
+				churnStopped.Store(true)
+				return
+			}
+			id := strings.TrimSpace(string(b))
+			for range 5 {
+				_ = changeEvent("block/zram" + id)
+				_ = changeEvent("class/mem/null")
+			}
+			if err := os.WriteFile("/sys/class/zram-control/hot_remove", []byte(id), 0); err != nil {
+				churnErr = err
+				churnStopped.Store(true)
+				return
+			}
+			churned.Add(1)
+		}
+	})
+
+	// Each reload waits for the device to have come and gone once more, so
+	// reloads and hotplug interleave.
+	churnOn := func() {
+		t.Helper()
+		n := churned.Load()
+		testutil.Eventually(t, 20*time.Second, "zram churn", func() bool { return churned.Load() > n || churnStopped.Load() })
+		if churnStopped.Load() {
+			t.Fatalf("zram churn: %v", churnErr)
+		}
+	}
+	failures := 0
+	reloadBroken := func(what string, apply func()) {
+		t.Helper()
+		churnOn()
+		apply()
+		d.reload <- struct{}{}
+		failures++
+		testutil.Eventually(t, 20*time.Second, "reload of "+what+" fails", func() bool {
+			return strings.Count(d.log.String(), `"message":"reload failed; keeping the rules in force"`) >= failures
+		})
+		for res, n := range map[string]int{resStable: len(d.kubelet.Devices(resStable)), "smarter-devices/null": 2} {
+			if devs := d.kubelet.Devices(res); n == 0 || !health(n, pluginapi.Healthy)(devs) || !d.kubelet.Streaming(res) {
+				t.Errorf("after a reload of %s: %s advertises %v (streaming %v), want it untouched", what, res, devs, d.kubelet.Streaming(res))
+			}
+		}
+	}
+	reloadGood := func(rules string, stableCount int) {
+		t.Helper()
+		churnOn()
+		cm.swap(rules)
+		d.reload <- struct{}{}
+		d.waitFor(resStable, fmt.Sprintf("%d healthy IDs after a good reload", stableCount), health(stableCount, pluginapi.Healthy))
+	}
+
+	for what, text := range broken {
+		reloadBroken(what, func() { cm.swap(text) })
+	}
+	reloadBroken("a dangling ..data link", cm.dangle)
+	reloadGood(rules2, 3)
+	d.waitFor("smarter-devices/zero", "the new rule's resource", health(1, pluginapi.Healthy))
+	reloadBroken("an unknown key", func() { cm.swap(broken["an unknown key"]) })
+	reloadGood(rules1, 1)
+	d.waitFor("smarter-devices/zero", "stream ended: its rule was dropped", func([]*pluginapi.Device) bool {
+		return !d.kubelet.Streaming("smarter-devices/zero")
+	})
+
+	cancel()
+	wg.Wait()
+	if churnErr != nil {
+		t.Fatalf("zram churn: %v", churnErr)
+	}
+	for _, res := range []string{resStable, "smarter-devices/null"} {
+		if got := d.kubelet.Registrations(res); got != 1 {
+			t.Errorf("%s registered %d times; reloads must leave a working resource's registration alone", res, got)
+		}
+	}
+	waitAdvertisedExactly(t, d.kubelet)
+	t.Logf("%d reloads (%d broken) while a zram device came and went %d times", failures+2, failures, churned.Load())
+}
+
+// TestPluginDirLifecycle: the plugin directory is missing when the daemon
+// starts (its parent too) and the kubelet creates it later, wiping it as it
+// starts; and a crashed run left a regular file and a dead socket at our
+// socket paths. Either way every resource serves and registers.
+func TestPluginDirLifecycle(t *testing.T) {
+	t.Run("directory missing at start", func(t *testing.T) {
+		root := testutil.ShortTempDir(t)
+		dir := filepath.Join(root, "kubelet", "device-plugins")
+		h := newHarnessIn(t, dir, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 1\n")
+		h.dev.set("ttyUSB0", charDev)
+		h.dev.set("ttyUSB1", charDev)
+		h.events.fire("add", "ttyUSB0")
+		// The daemon serves before any kubelet exists.
+		testutil.Eventually(t, 20*time.Second, "both sockets served", func() bool { return len(sockets(t, dir)) == 2 })
+		// The kubelet arrives: it (re)creates its directory from scratch.
+		if err := os.RemoveAll(filepath.Join(root, "kubelet")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		h.startKubelet()
+		h.waitFor("smarter-devices/ttyUSB0", "registered", health(1, pluginapi.Healthy))
+		h.waitFor("smarter-devices/ttyUSB1", "registered", health(1, pluginapi.Healthy))
+	})
+	t.Run("stale file and dead socket at our paths", func(t *testing.T) {
+		dir := testutil.ShortTempDir(t)
+		if err := os.WriteFile(filepath.Join(dir, "smarter-ttyUSB0.sock"), []byte("left by a crashed run"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// A socket whose listener died with its process: connections are refused.
+		lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "smarter-ttyUSB1.sock"), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis.SetUnlinkOnClose(false)
+		lis.Close()
+		h := newHarnessIn(t, dir, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 1\n")
+		h.startKubelet()
+		h.dev.set("ttyUSB0", charDev)
+		h.dev.set("ttyUSB1", charDev)
+		h.events.fire("add", "ttyUSB0")
+		for _, res := range []string{"smarter-devices/ttyUSB0", "smarter-devices/ttyUSB1"} {
+			h.waitFor(res, "registered", health(1, pluginapi.Healthy))
+			client, err := h.kubelet.Client(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
+			cancel()
+			if err != nil {
+				t.Errorf("%s: Allocate over the replaced socket: %v", res, err)
+			}
+		}
+	})
+}
+
+// newHarnessIn is newHarness with the plugin directory at dir and no
+// kubelet until startKubelet.
+func newHarnessIn(t *testing.T, dir, rules string) *harness {
+	t.Helper()
+	h := newHarness(t, rules, func(o *Options) {
+		o.PluginDir = dir
+	})
+	// newHarness started its kubelet in its own directory: not ours.
+	h.kubelet.Stop()
+	h.dir = dir
+	return h
+}
+
+func (h *harness) startKubelet() {
+	h.t.Helper()
+	k, err := plugintest.StartFakeKubelet(h.dir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(k.Stop)
+	h.kubelet = k
+}
