@@ -35,6 +35,17 @@ const (
 	DefaultCheckInterval = 10 * time.Second
 )
 
+// serverOptions keep an idle connection small: the kubelet holds one per
+// resource for as long as the resource lives, mostly waiting in
+// ListAndWatch, and gRPC's default 32 KiB read and write buffers per
+// connection would be most of a resource's memory. Messages here are a
+// few hundred bytes.
+var serverOptions = []grpc.ServerOption{
+	grpc.ReadBufferSize(0),       // read frames straight from the socket
+	grpc.WriteBufferSize(0),      // write frames straight to the socket
+	grpc.SharedWriteBuffer(true), // and hold no write buffer between writes
+}
+
 const (
 	// registerTimeout bounds one Register call; the kubelet dials our socket
 	// while handling it, so it is not instant, but it never takes long.
@@ -508,7 +519,9 @@ func (s *Server) register(ctx context.Context) (fileID, error) {
 	if err != nil {
 		return fileID{}, fmt.Errorf("kubelet socket: %w", err)
 	}
-	conn, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// One small request: no need for gRPC's 32 KiB buffers per dial.
+		grpc.WithReadBufferSize(0), grpc.WithWriteBufferSize(0), grpc.WithSharedWriteBuffer(true))
 	if err != nil {
 		return fileID{}, fmt.Errorf("dial kubelet at %s: %w", path, err)
 	}
@@ -598,7 +611,7 @@ func (s *Server) listen() (*instance, error) {
 	inst := &instance{
 		path:      path,
 		id:        newFileID(fi),
-		srv:       grpc.NewServer(),
+		srv:       grpc.NewServer(serverOptions...),
 		done:      make(chan struct{}),
 		serveErr:  make(chan error, 1),
 		serveDone: make(chan struct{}),
