@@ -203,16 +203,25 @@ func (d *daemon) loop(ctx context.Context) {
 			return
 		case <-d.wake:
 		case <-resync.C:
+			// The servers' own safety net, too: one timer here instead of
+			// a ticker in every server.
+			d.kickAll()
 		case <-removal.C:
 		case <-d.opts.Reload:
 			d.reload()
 		case <-d.kick:
-			for _, r := range d.servers {
-				r.srv.Kick()
-			}
+			d.kickAll()
 			continue
 		}
 		d.reconcile(ctx, removal)
+	}
+}
+
+// kickAll asks every server to re-check the plugin directory (our socket
+// still there? kubelet.sock new?).
+func (d *daemon) kickAll() {
+	for _, r := range d.servers {
+		r.srv.Kick()
 	}
 }
 
@@ -354,6 +363,9 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 		Logger:       d.log,
 		MinBackoff:   d.opts.ServerMinBackoff,
 		MaxBackoff:   d.opts.ServerMaxBackoff,
+		// The plugin-dir watch kicks servers on every change, and the
+		// resync kicks them all: no per-server polling.
+		CheckInterval: -1,
 	}, snap)
 	r := &running{res: res, srv: srv, cancel: cancel, done: make(chan struct{}), snap: snap}
 	d.servers[res.Name] = r
