@@ -114,8 +114,10 @@ func Run(ctx context.Context, opts Options) error {
 		servers: make(map[string]*running),
 		wake:    make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
+		reg:     plugin.NewRegistrar(),
 		warned:  make(map[string]bool),
 	}
+	defer d.reg.Close() // after every server has stopped (loop returns first)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -157,7 +159,8 @@ type daemon struct {
 	servers map[string]*running // by resource name; owned by loop
 	wake    chan struct{}
 	kick    chan struct{}
-	warned  map[string]bool // warnings already logged, so a rescan does not repeat them
+	reg     *plugin.Registrar // one kubelet connection for every registration
+	warned  map[string]bool   // warnings already logged, so a rescan does not repeat them
 	serveWG sync.WaitGroup
 }
 
@@ -363,6 +366,7 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 		Logger:       d.log,
 		MinBackoff:   d.opts.ServerMinBackoff,
 		MaxBackoff:   d.opts.ServerMaxBackoff,
+		Registrar:    d.reg,
 		// The plugin-dir watch kicks servers on every change, and the
 		// resync kicks them all: no per-server polling.
 		CheckInterval: -1,

@@ -16,7 +16,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
@@ -119,6 +118,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the exponential backoff between
 	// failed listens or registrations; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
+	// Registrar, when set, is shared with other servers: one connection to
+	// the kubelet for every registration. Nil: the server keeps its own.
+	Registrar *Registrar
 	// CheckInterval is how often Run re-checks the plugin directory as if
 	// Kick had been called; zero means DefaultCheckInterval, negative
 	// disables the periodic check (only Kick then triggers it).
@@ -205,6 +207,8 @@ type Server struct {
 	statusCh chan struct{} // closed and replaced whenever status changes
 
 	kick    chan struct{} // capacity 1: a pending re-check
+	reg     *Registrar
+	ownReg  bool // reg is ours to close when Run returns
 	running atomic.Bool
 }
 
@@ -224,7 +228,13 @@ type Status struct {
 // invalid options.
 func NewServer(opts Options, initial Snapshot) *Server {
 	opts.setDefaults()
+	reg, own := opts.Registrar, false
+	if reg == nil {
+		reg, own = NewRegistrar(), true
+	}
 	return &Server{
+		reg:      reg,
+		ownReg:   own,
 		opts:     opts,
 		log:      opts.Logger.With().Str("resource", opts.ResourceName).Logger(),
 		cur:      newState(initial.clone()),
@@ -353,6 +363,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("plugin %q: Run called twice", s.opts.ResourceName)
 	}
 	defer s.running.Store(false)
+	if s.ownReg {
+		defer s.reg.Close()
+	}
 
 	bo := backoff{min: s.opts.MinBackoff, max: s.opts.MaxBackoff}
 	for {
@@ -512,32 +525,14 @@ func (s *Server) register(ctx context.Context) (fileID, error) {
 	s.streamLost = false
 	s.mu.Unlock()
 
-	path := s.kubeletPath()
-	// Stat before dialing: if the socket is replaced in between, the next
-	// check sees a new identity and registers once more, which is harmless.
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileID{}, fmt.Errorf("kubelet socket: %w", err)
-	}
-	conn, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// One small request: no need for gRPC's 32 KiB buffers per dial.
-		grpc.WithReadBufferSize(0), grpc.WithWriteBufferSize(0), grpc.WithSharedWriteBuffer(true))
-	if err != nil {
-		return fileID{}, fmt.Errorf("dial kubelet at %s: %w", path, err)
-	}
-	defer conn.Close()
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
-	_, err = pluginapi.NewRegistrationClient(conn).Register(rctx, &pluginapi.RegisterRequest{
+	return s.reg.Register(rctx, s.kubeletPath(), &pluginapi.RegisterRequest{
 		Version:      pluginapi.Version,
 		Endpoint:     s.opts.Socket,
 		ResourceName: s.opts.ResourceName,
 		Options:      pluginOptions(),
 	})
-	if err != nil {
-		return fileID{}, fmt.Errorf("register with kubelet at %s: %w", path, err)
-	}
-	return newFileID(fi), nil
 }
 
 func pluginOptions() *pluginapi.DevicePluginOptions {

@@ -25,6 +25,7 @@ type config struct {
 	idle     time.Duration
 	storm    int
 	skipUdev bool
+	only     map[string]bool
 	workDir  string
 	binary   string
 }
@@ -43,7 +44,14 @@ func run() int {
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window for CPU time")
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
+	only := flag.String("only", "", "comma-separated parts to run (latency,startup,storm,micro); all when empty")
 	flag.Parse()
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, p := range strings.Split(*only, ",") {
+			c.only[p] = true
+		}
+	}
 	if *quick {
 		c.cycles, sizes, c.idle, c.storm = 10, "10,50", 3*time.Second, 500
 	}
@@ -88,7 +96,10 @@ func bench(c *config) error {
 		r.binarySize = fi.Size()
 	}
 
-	step := func(name string, fn func() error) error {
+	step := func(part, name string, fn func() error) error {
+		if c.only != nil && !c.only[part] {
+			return nil
+		}
 		fmt.Fprintf(os.Stderr, "sdm-bench: %s…\n", name)
 		if err := fn(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -102,7 +113,7 @@ func bench(c *config) error {
 	for _, src := range sources {
 		for _, fresh := range []bool{false, true} {
 			name := fmt.Sprintf("hotplug latency (%s, new resource %v)", src, fresh)
-			if err := step(name, func() error {
+			if err := step("latency", name, func() error {
 				s, err := latency(ctx, c, src, fresh)
 				if err == nil {
 					r.latency = append(r.latency, s...)
@@ -114,7 +125,7 @@ func bench(c *config) error {
 		}
 	}
 	for _, n := range c.sizes {
-		if err := step(fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
+		if err := step("startup", fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
 			f, err := startupAndFootprint(ctx, c, n)
 			if err == nil {
 				r.footprint = append(r.footprint, f)
@@ -124,14 +135,14 @@ func bench(c *config) error {
 			return err
 		}
 	}
-	if err := step("uevent storm", func() error {
+	if err := step("storm", "uevent storm", func() error {
 		s, err := storm(ctx, c)
 		r.storm = s
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := step("Go micro-benchmarks", func() error {
+	if err := step("micro", "Go micro-benchmarks", func() error {
 		m, err := micro()
 		r.micro = m
 		return err
