@@ -187,6 +187,7 @@ func nextZram() (int, error) {
 type footprint struct {
 	devices     int
 	startup     []time.Duration // process start → every resource registered and its first ListAndWatch received
+	startupCPU  []time.Duration // the daemon's own CPU time over the same span
 	rss, hwm    int64
 	heapInuse   uint64
 	heapAlloc   uint64
@@ -232,18 +233,7 @@ func startupAndFootprint(ctx context.Context, c *config, n int) (footprint, erro
 			return f, err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err = k.Wait(wctx, func() bool {
-			res := k.Resources()
-			if len(res) < n {
-				return false
-			}
-			for _, r := range res {
-				if k.Devices(r) == nil {
-					return false
-				}
-			}
-			return true
-		})
+		err = k.Wait(wctx, func() bool { return k.Listed() >= n })
 		cancel()
 		if err != nil {
 			d.stop()
@@ -251,6 +241,9 @@ func startupAndFootprint(ctx context.Context, c *config, n int) (footprint, erro
 			return f, fmt.Errorf("%d resources not all registered: %w", n, err)
 		}
 		f.startup = append(f.startup, time.Since(start))
+		if cpu, err := cpuTime(d.cmd.Process.Pid); err == nil {
+			f.startupCPU = append(f.startupCPU, cpu)
+		}
 		if run == 2 {
 			err = idle(c, d, &f)
 		}

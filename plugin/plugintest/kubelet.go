@@ -332,6 +332,21 @@ func (f *FakeKubelet) Streaming(resource string) bool {
 	return r != nil && r.streaming
 }
 
+// Listed returns how many resources have had at least one ListAndWatch
+// message on their current registration: a cheap condition for waiting on
+// many resources (no copies, no sorting).
+func (f *FakeKubelet) Listed() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.resources {
+		if r.messages > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // Resources returns the sorted names of every resource that was ever
 // accepted.
 func (f *FakeKubelet) Resources() []string {
