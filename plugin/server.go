@@ -432,10 +432,12 @@ func (s *Server) runOnce(ctx context.Context) error {
 			retry = time.NewTimer(holdoff)
 			holdoff = 0
 		default:
-			id, err := s.register(ctx)
+			id, err := s.register(ctx, inst)
 			switch {
 			case ctx.Err() != nil:
 				return ctx.Err()
+			case errors.Is(err, errRestart):
+				return err
 			case err != nil:
 				d := bo.next()
 				s.log.Warn().Err(err).Dur("backoff", d).Msg("registration failed; retrying")
@@ -517,7 +519,19 @@ const reasonStreamLost = "kubelet closed its ListAndWatch stream"
 
 // register sends one Register request to the kubelet and returns the
 // identity of the kubelet socket it was sent to.
-func (s *Server) register(ctx context.Context) (fileID, error) {
+func (s *Server) register(ctx context.Context, inst *instance) (fileID, error) {
+	// kubelet removes every plugin socket before it creates kubelet.sock.
+	// With kubelet.sock seen, that wipe has happened if it is going to, so
+	// our socket is checked now: registering an endpoint that is gone would
+	// leave kubelet dialling it until our register timeout (a 5 s stall
+	// after a kubelet restart, found by the real-kubelet e2e suite).
+	if _, err := os.Stat(s.kubeletPath()); err != nil {
+		return fileID{}, fmt.Errorf("kubelet socket: %w", err)
+	}
+	if !inst.ownsSocket() {
+		return fileID{}, errRestart
+	}
+
 	// Streams opened from now on belong to this attempt (the kubelet may
 	// open ListAndWatch before its Register reply reaches us).
 	s.mu.Lock()
