@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemonProc is one run of the daemon binary.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, set before done is closed
+	// stopping is set once the test signals the daemon: its exit is then
+	// expected, not a failure to report.
+	stopping atomic.Bool
+	killed   bool // by the test's SIGKILL: its exit status means nothing
+}
+
+// startDaemon runs the daemon on the node's plugin directory and rules.
+// Every run of one node logs into the same buffer, each under a header.
+func (n *node) startDaemon() {
+	n.t.Helper()
+	if n.daemon != nil && !n.daemon.exited() {
+		n.t.Fatal("startDaemon: already running")
+	}
+	log := &syncBuffer{}
+	if n.daemon != nil {
+		log = n.daemon.log
+	}
+	p := &daemonProc{log: log, done: make(chan struct{})}
+	p.cmd = exec.Command(daemonBinary,
+		"--plugin-dir", n.dir, "--config", n.rules, "--uevent-source", "kernel",
+		"--log-level", "debug", "--resync", "1h")
+	p.cmd.Stdout = log
+	p.cmd.Stderr = log
+	if err := p.cmd.Start(); err != nil {
+		n.t.Fatalf("starting the daemon: %v", err)
+	}
+	fmt.Fprintf(log, "=== daemon pid %d started\n", p.cmd.Process.Pid)
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	n.daemon = p
+}
+
+func (p *daemonProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal sends sig to the daemon by its own PID and waits for it to exit.
+func (p *daemonProc) signal(sig syscall.Signal) error {
+	if p.exited() {
+		return nil
+	}
+	if pid := p.cmd.Process.Pid; pid <= 1 {
+		return fmt.Errorf("refusing to signal pid %d", pid)
+	}
+	p.stopping.Store(true)
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("%v: %w", sig, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(waitLimit):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("daemon still running %v after %v", waitLimit, sig)
+	}
+}
+
+// stopDaemon is a clean stop: SIGTERM, and the daemon must exit 0.
+func (n *node) stopDaemon() {
+	n.t.Helper()
+	if err := n.daemon.signal(syscall.SIGTERM); err != nil {
+		n.t.Fatal(err)
+	}
+	if code := n.daemon.cmd.ProcessState.ExitCode(); code != 0 {
+		n.t.Fatalf("daemon exited with status %d after SIGTERM (%v); want 0", code, n.daemon.err)
+	}
+}
+
+// killDaemon crashes the daemon with SIGKILL.
+func (n *node) killDaemon() {
+	n.t.Helper()
+	n.daemon.killed = true
+	if err := n.daemon.signal(syscall.SIGKILL); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// logRecord is one JSON line of the daemon's log.
+type logRecord struct {
+	Message  string `json:"message"`
+	Resource string `json:"resource"`
+	Error    string `json:"error"`
+}
+
+// countLog counts the daemon's log records (its own JSON lines, over every
+// run of this node) for which match holds.
+func (p *daemonProc) countLog(match func(logRecord) bool) int {
+	count := 0
+	sc := bufio.NewScanner(strings.NewReader(p.log.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var rec logRecord
+		if json.Unmarshal(sc.Bytes(), &rec) != nil {
+			continue // a header or a race report
+		}
+		if match(rec) {
+			count++
+		}
+	}
+	return count
+}
+
+// registrations counts the daemon's successful registrations of res.
+func (p *daemonProc) registrations(res string) int {
+	return p.countLog(func(r logRecord) bool { return r.Message == "registered" && r.Resource == res })
+}
+
+const zramControl = "/sys/class/zram-control"
+
+// requireZram skips the test unless it can make zram devices.
+func requireZram(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(zramControl + "/hot_add"); err != nil {
+		t.Skipf("skipping: %s missing (load the zram module: modprobe zram num_devices=0): %v", zramControl, err)
+	}
+}
+
+// zramAdd creates /dev/zramN with a real add uevent and returns N; cleanup
+// removes it if the test did not.
+func zramAdd(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(zramControl + "/hot_add")
+	if err != nil {
+		t.Fatalf("zram hot_add: %v", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("zram hot_add printed %q", b)
+	}
+	t.Cleanup(func() {
+		if err := zramRemove(n); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return n
+}
+
+// zramRemove removes /dev/zramN (a real remove uevent); one already gone is
+// not an error.
+func zramRemove(n int) error {
+	if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.WriteFile(zramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0); err != nil {
+		return fmt.Errorf("zram hot_remove %d: %w", n, err)
+	}
+	return nil
+}
