@@ -208,11 +208,14 @@ func TestPluginDirLifecycle(t *testing.T) {
 		h.events.fire("add", "ttyUSB0")
 		// The daemon serves before any kubelet exists.
 		testutil.Eventually(t, 20*time.Second, "both sockets served", func() bool { return len(sockets(t, dir)) == 2 })
-		// The kubelet arrives: it (re)creates its directory from scratch.
-		if err := os.RemoveAll(filepath.Join(root, "kubelet")); err != nil {
+		// The kubelet arrives: it creates its directory if missing (the
+		// daemon already made it) and removes every plugin socket in it.
+		// (Removing the whole tree here would race with the servers
+		// re-creating their sockets: rmdir fails on a non-empty dir.)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := plugintest.WipeSockets(dir); err != nil {
 			t.Fatal(err)
 		}
 		h.startKubelet()
