@@ -39,9 +39,9 @@ func (n *node) startDaemon() {
 		log = n.daemon.log
 	}
 	p := &daemonProc{log: log, done: make(chan struct{})}
-	p.cmd = exec.Command(daemonBinary,
-		"--plugin-dir", n.dir, "--config", n.rules, "--uevent-source", "kernel",
-		"--log-level", "debug", "--resync", "1h")
+	args := append([]string{"--plugin-dir", n.dir, "--config", n.rules, "--uevent-source", "kernel",
+		"--log-level", "debug", "--resync", "1h"}, n.daemonArgs...)
+	p.cmd = exec.Command(daemonBinary, args...)
 	p.cmd.Stdout = log
 	p.cmd.Stderr = log
 	if err := p.cmd.Start(); err != nil {

@@ -132,6 +132,9 @@ type node struct {
 	pods    podList
 	kubelet *devicemanager.ManagerImpl // nil while stopped
 	daemon  *daemonProc                // nil until started
+	// daemonArgs are added to the daemon's command line (a later flag
+	// overrides an earlier one).
+	daemonArgs []string
 }
 
 // newNode makes the plugin directory and the rule file; cleanup stops the

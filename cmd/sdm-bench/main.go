@@ -44,7 +44,7 @@ func run() int {
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window for CPU time")
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
-	only := flag.String("only", "", "comma-separated parts to run (latency,startup,storm,micro); all when empty")
+	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,startup,storm,micro); all when empty")
 	flag.Parse()
 	if *only != "" {
 		c.only = map[string]bool{}
@@ -124,6 +124,13 @@ func bench(c *config) error {
 				return err
 			}
 		}
+	}
+	if err := step("kubelet", "hotplug latency to the real kubelet (e2e module)", func() error {
+		s, err := kubeletLatency(c)
+		r.latency = append(r.latency, s...)
+		return err
+	}); err != nil {
+		return err
 	}
 	for _, n := range c.sizes {
 		if err := step("startup", fmt.Sprintf("start-up and footprint with %d devices", n), func() error {

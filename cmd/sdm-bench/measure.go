@@ -25,9 +25,31 @@ const waitLimit = 30 * time.Second
 type series struct {
 	name    string
 	samples []time.Duration
+	// n and fixed (p50, p90, p99, max) hold figures computed elsewhere
+	// (the e2e module) instead of samples.
+	n     int
+	fixed []time.Duration
+}
+
+func (s series) count() int {
+	if s.fixed != nil {
+		return s.n
+	}
+	return len(s.samples)
 }
 
 func (s series) pct(p float64) time.Duration {
+	if s.fixed != nil {
+		switch p {
+		case 0.5:
+			return s.fixed[0]
+		case 0.9:
+			return s.fixed[1]
+		case 0.99:
+			return s.fixed[2]
+		}
+		return s.fixed[3]
+	}
 	if len(s.samples) == 0 {
 		return 0
 	}
@@ -430,6 +452,39 @@ func healthyResources(k *plugintest.FakeKubelet) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// kubeletLatency runs the e2e module's TestKubeletHotplugLatency: the same
+// measurement, to the real kubelet device manager's GetCapacity.
+func kubeletLatency(c *config) ([]series, error) {
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestKubeletHotplugLatency$", "-v", ".")
+	cmd.Dir = "e2e"
+	cmd.Env = append(os.Environ(), "SDM_BENCH_CYCLES="+strconv.Itoa(c.cycles))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("e2e latency: %w\n%s", err, out.String())
+	}
+	var ss []series
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "LATENCY ")
+		if !ok {
+			continue
+		}
+		var name string
+		var n int
+		var p50, p90, p99, mx float64
+		if _, err := fmt.Sscanf(line, "series=%q n=%d p50=%f p90=%f p99=%f max=%f", &name, &n, &p50, &p90, &p99, &mx); err != nil {
+			return nil, fmt.Errorf("e2e latency line %q: %w", line, err)
+		}
+		msd := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+		ss = append(ss, series{name: name, n: n, fixed: []time.Duration{msd(p50), msd(p90), msd(p99), msd(mx)}})
+	}
+	if len(ss) == 0 {
+		return nil, fmt.Errorf("e2e latency printed no figures (skipped?):\n%s", out.String())
+	}
+	return ss, sc.Err()
 }
 
 // micro runs the Go micro-benchmarks and returns their result lines.
