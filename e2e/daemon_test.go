@@ -169,11 +169,20 @@ func zramAdd(t *testing.T) int {
 // zramRemove removes /dev/zramN (a real remove uevent); one already gone is
 // not an error.
 func zramRemove(n int) error {
-	if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
-		return nil
+	// A running udevd's rules (blkid) may hold a new device open for a
+	// moment: EBUSY is retried.
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		err := os.WriteFile(zramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("zram hot_remove %d: %w", n, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if err := os.WriteFile(zramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0); err != nil {
-		return fmt.Errorf("zram hot_remove %d: %w", n, err)
-	}
-	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,8 +112,9 @@ func zramAdd(t *testing.T) (name string, remove func()) {
 		if removed.Swap(true) {
 			return
 		}
-		if err := os.WriteFile(filepath.Join(zramControl, "hot_remove"), []byte(id), 0); err != nil {
-			t.Errorf("zram hot_remove %s: %v", id, err)
+		n, _ := strconv.Atoi(id)
+		if err := testkernel.ZramRemove(n); err != nil { // retries EBUSY (udevd's blkid)
+			t.Error(err)
 		}
 	}
 	t.Cleanup(remove)

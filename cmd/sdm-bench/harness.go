@@ -19,6 +19,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/smarter-project/smarter-device-manager/hotplug"
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
@@ -254,8 +255,10 @@ func zramAdd() (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
+// zramRemove removes zramN, retrying while it is busy: right after an add,
+// udevd's rules (blkid) may hold the device open for a moment.
 func zramRemove(n int) error {
-	return os.WriteFile("/sys/class/zram-control/hot_remove", []byte(strconv.Itoa(n)), 0)
+	return testkernel.ZramRemove(n)
 }
 
 func allHealth(health string) func([]*pluginapi.Device) bool {

@@ -70,15 +70,23 @@ func ZramAdd(t testing.TB) int {
 }
 
 // ZramRemove removes /dev/zramN (a real remove uevent); removing one that
-// is already gone is not an error.
+// is already gone is not an error. Right after an add, udevd's rules
+// (blkid) may hold the device open: EBUSY is retried for a while.
 func ZramRemove(n int) error {
-	if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
-		return nil
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		err := os.WriteFile(ZramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("zram hot_remove %d: %w", n, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if err := os.WriteFile(ZramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0); err != nil {
-		return fmt.Errorf("zram hot_remove %d: %w", n, err)
-	}
-	return nil
 }
 
 // UdevdAlive reports whether a udevd accepts connections on its control
