@@ -123,11 +123,16 @@ func (p *daemonProc) vars(gc bool) (debugVars, error) {
 	return v, nil
 }
 
-// procStatus reads VmRSS and VmHWM (kB → bytes) of pid.
-func procStatus(pid int) (rss, hwm int64, err error) {
+// memStatus is what /proc/PID/status says of a process's memory, in bytes.
+type memStatus struct {
+	rss, hwm, anon, file int64
+}
+
+// procStatus reads VmRSS, VmHWM, RssAnon and RssFile of pid.
+func procStatus(pid int) (m memStatus, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -139,12 +144,16 @@ func procStatus(pid int) (rss, hwm int64, err error) {
 		kb, _ := strconv.ParseInt(fields[1], 10, 64)
 		switch fields[0] {
 		case "VmRSS:":
-			rss = kb << 10
+			m.rss = kb << 10
 		case "VmHWM:":
-			hwm = kb << 10
+			m.hwm = kb << 10
+		case "RssAnon:":
+			m.anon = kb << 10
+		case "RssFile:":
+			m.file = kb << 10
 		}
 	}
-	return rss, hwm, sc.Err()
+	return m, sc.Err()
 }
 
 // cpuTime is the user+system CPU time pid has used.

@@ -210,7 +210,7 @@ type footprint struct {
 	devices     int
 	startup     []time.Duration // process start → every resource registered and its first ListAndWatch received
 	startupCPU  []time.Duration // the daemon's own CPU time over the same span
-	rss, hwm    int64
+	mem         memStatus
 	heapInuse   uint64
 	heapAlloc   uint64
 	goroutines  int
@@ -304,7 +304,7 @@ func idle(c *config, d *daemonProc, f *footprint) error {
 	f.idleCPU = cpu1 - cpu0
 	f.idleRescans = after.Stats.Rescans - before.Stats.Rescans
 	f.heapInuse, f.heapAlloc, f.goroutines = after.Memstats.HeapInuse, after.Memstats.HeapAlloc, after.Goroutines
-	f.rss, f.hwm, err = procStatus(pid)
+	f.mem, err = procStatus(pid)
 	return err
 }
 

@@ -93,17 +93,21 @@ func (r *report) markdown() string {
 
 	w("\n## Footprint\n\n")
 	w("After start-up and 2 s of settling, then an idle window with no device change: resident memory\n")
-	w("(VmRSS, peak VmHWM) of the daemon process, its Go heap after a GC (from `--debug-addr`), goroutines,\n")
-	w("and the CPU time it used during the idle window (100 Hz clock ticks: 10 ms resolution).\n\n")
-	w("| resources | VmRSS | VmHWM | Go heap in use | goroutines | CPU in %v idle | rescans in idle |\n|---:|---:|---:|---:|---:|---:|---:|\n", r.footprintWindow())
+	w("(VmRSS, peak VmHWM) of the daemon process, split into its private memory (RssAnon) and the pages of\n")
+	w("its binary it has mapped (RssFile: page cache, shared and reclaimable), its Go heap after a GC (from\n")
+	w("`--debug-addr`), goroutines, and the CPU time it used during the idle window (100 Hz clock ticks: 10 ms\n")
+	w("resolution; the idle window includes the 1-minute safety resync).\n\n")
+	w("| resources | VmRSS | VmHWM | RssAnon | RssFile | Go heap in use | goroutines | CPU in %v idle | rescans in idle |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.footprintWindow())
 	for _, f := range r.footprint {
-		w("| %d | %s | %s | %s | %d | %v | %d |\n", f.devices, mib(f.rss), mib(f.hwm), mib(int64(f.heapInuse)), f.goroutines, f.idleCPU, f.idleRescans)
+		w("| %d | %s | %s | %s | %s | %s | %d | %v | %d |\n", f.devices, mib(f.mem.rss), mib(f.mem.hwm), mib(f.mem.anon), mib(f.mem.file),
+			mib(int64(f.heapInuse)), f.goroutines, f.idleCPU, f.idleRescans)
 	}
 	if n := len(r.footprint); n >= 2 {
 		lo, hi := r.footprint[0], r.footprint[n-1]
 		extra := float64(hi.devices - lo.devices)
-		w("\nPer extra resource (from %d to %d): %.1f KiB RSS, %.1f KiB Go heap.\n", lo.devices, hi.devices,
-			float64(hi.rss-lo.rss)/extra/1024, (float64(hi.heapInuse)-float64(lo.heapInuse))/extra/1024)
+		w("\nPer extra resource (from %d to %d): %.1f KiB RSS, %.1f KiB Go heap, %.1f goroutines.\n", lo.devices, hi.devices,
+			float64(hi.mem.rss-lo.mem.rss)/extra/1024, (float64(hi.heapInuse)-float64(lo.heapInuse))/extra/1024,
+			float64(hi.goroutines-lo.goroutines)/extra)
 	}
 	w("\nBinary (`make build`: static, `-trimpath -ldflags='-s -w'`): %s.\n", mib(r.binarySize))
 
