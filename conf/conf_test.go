@@ -310,7 +310,7 @@ func TestParseErrors(t *testing.T) {
 				`r.toml:2: extra: unknown field "extra" (known: version, rule)`,
 				"r.toml:5: rule[0].match: invalid regexp: missing closing ]: `[`",
 				`r.toml:6: rule[0].count: must be an integer, got a number`,
-				`r.toml:7: rule[0].perms: unknown field "perms" (known: match, count, permissions, name)`,
+				`r.toml:7: rule[0].perms: unknown field "perms" (known: match, count, permissions, name, allow_dangerous)`,
 				`r.toml:9: rule[1].match: missing required field`,
 				`r.toml:10: rule[1].count: must not be negative, got -2`,
 				`r.toml:11: rule[1].permissions: must be a string, got an integer`,
@@ -422,5 +422,24 @@ func TestRuleFor(t *testing.T) {
 	var r Rule // built by hand, never compiled
 	if r.MatchPath("") {
 		t.Error("an uncompiled Rule matched")
+	}
+}
+
+func TestAllowDangerous(t *testing.T) {
+	for _, tc := range []struct{ file, text string }{
+		{"r.yaml", "version: v1\nrules:\n  - match: ^mem$\n    allow_dangerous: true\n  - match: ^null$\n"},
+		{"r.toml", "version = \"v1\"\n[[rule]]\nmatch = \"^mem$\"\nallow_dangerous = true\n[[rule]]\nmatch = \"^null$\"\n"},
+	} {
+		cfg, err := Parse(tc.file, []byte(tc.text))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		if !cfg.Rules[0].AllowDangerous || cfg.Rules[1].AllowDangerous {
+			t.Errorf("%s: allow_dangerous = %v, %v; want true, false (the default)", tc.file, cfg.Rules[0].AllowDangerous, cfg.Rules[1].AllowDangerous)
+		}
+	}
+	_, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^mem$\n    allow_dangerous: yes please\n"))
+	if want := "r.yaml:4: rules[0].allow_dangerous: must be true or false, got a string"; err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %s", err, want)
 	}
 }

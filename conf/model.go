@@ -79,7 +79,10 @@ type Rule struct {
 	Count       int      // device IDs to advertise (legacy nummaxdevices)
 	Permissions string   // cgroup device permissions: a non-empty subset of "rwm"
 	Name        string   // fixed resource-name part after the prefix; "" derives it from the path
-	Pos         Pos      // where the rule starts
+	// AllowDangerous lets the rule expose nodes that give control of the
+	// host (mem, kmem, port, kmsg, block devices in use); off by default.
+	AllowDangerous bool
+	Pos            Pos // where the rule starts
 
 	re *regexp.Regexp // compiled Match for DeviceRule; nil otherwise
 }

@@ -82,6 +82,7 @@ type rawValue struct {
 	line int    // line of the value; 0 if unknown
 	str  string // for string fields
 	num  int64  // for integer fields
+	b    bool   // for boolean fields
 }
 
 // rawRule is one rule as a decoder found it, type-checked but not
@@ -90,6 +91,7 @@ type rawRule struct {
 	path                      string // field path of the rule: "rules[0]", "rule[0]", "[0]"
 	line                      int    // where the rule starts; 0 if unknown
 	match, count, perms, name rawValue
+	dangerous                 rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -98,6 +100,7 @@ const (
 	keyCount       = "count"
 	keyPermissions = "permissions"
 	keyName        = "name"
+	keyDangerous   = "allow_dangerous"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -186,6 +189,13 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			} else {
 				r.Name = n.str
 			}
+		}
+
+		switch d := raw.dangerous; {
+		case d.bad:
+			ok = false
+		case d.set:
+			r.AllowDangerous = d.b
 		}
 
 		if !ok {

@@ -91,6 +91,8 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.perms = tomlString(l, v, field, line)
 			case keyName:
 				raw.name = tomlString(l, v, field, line)
+			case keyDangerous:
+				raw.dangerous = tomlBool(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}
@@ -108,6 +110,15 @@ func sortedKeys(m map[string]any) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func tomlBool(l *errorList, v any, field string, line int) rawValue {
+	b, ok := v.(bool)
+	if !ok {
+		l.add(line, field, "must be true or false, got "+tomlKind(v))
+		return rawValue{bad: true, line: line}
+	}
+	return rawValue{set: true, line: line, b: b}
 }
 
 func tomlString(l *errorList, v any, field string, line int) rawValue {

@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -134,6 +134,8 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.perms = yamlString(l, kv.val, field)
 			case keyName:
 				raw.name = yamlString(l, kv.val, field)
+			case keyDangerous:
+				raw.dangerous = yamlBool(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)
@@ -186,6 +188,20 @@ func yamlString(l *errorList, n *yaml.Node, field string) rawValue {
 		return rawValue{bad: true, line: n.Line}
 	}
 	return rawValue{set: true, line: n.Line, str: n.Value}
+}
+
+// yamlBool type-checks a boolean field.
+func yamlBool(l *errorList, n *yaml.Node, field string) rawValue {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		l.add(n.Line, field, "must be true or false, got "+yamlKind(n))
+		return rawValue{bad: true, line: n.Line}
+	}
+	var v bool
+	if err := n.Decode(&v); err != nil {
+		l.add(n.Line, field, "must be true or false")
+		return rawValue{bad: true, line: n.Line}
+	}
+	return rawValue{set: true, line: n.Line, b: v}
 }
 
 // yamlInt type-checks an integer field.

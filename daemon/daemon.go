@@ -270,6 +270,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	}
 	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
 	d.logWarnings(warns)
+	desired = d.refuseDangerous(desired, nodes)
 
 	now := time.Now()
 	want := make(map[string]bool, len(desired))

@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/hotplug"
+)
+
+// hostControl names the device nodes that give a container control of the
+// host, whatever its other settings: they are refused unless a rule says
+// allow_dangerous.
+var hostControl = map[string]string{
+	"mem":  "physical memory",
+	"kmem": "kernel memory",
+	"port": "I/O ports",
+	"kmsg": "the kernel log (read and inject)",
+}
+
+// safety decides, for one state read, which nodes are too dangerous to hand
+// to a container. It reads the mount table at most once per state read, and
+// only when a block device is in question.
+type safety struct {
+	devRoot, pluginDir string
+	mounts             map[string]bool // "major:minor" of mounted filesystems
+	mountsRead         bool
+}
+
+// hazard says why giving a container the node at rel (relative to the
+// device root) would give it control of the host, or "" when it would not.
+func (s *safety) hazard(rel string, mode fs.FileMode) string {
+	if what, ok := hostControl[rel]; ok {
+		return "it gives access to " + what
+	}
+	host := filepath.Join(s.devRoot, filepath.FromSlash(rel))
+	if s.pluginDir != "" && (within(host, s.pluginDir) || within(s.pluginDir, host)) {
+		return "it is, or holds, the kubelet's plugin socket directory"
+	}
+	if mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0 {
+		if why := s.blockInUse(host); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// blockInUse reports a block device (or one of its partitions) that holds a
+// mounted filesystem or is held by another device (dm, md, a loop): writing
+// to it from a container corrupts the host's data.
+func (s *safety) blockInUse(host string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(host, &st); err != nil {
+		return "" // not a real node (a test's fake root), or gone
+	}
+	id := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if !s.mountsRead {
+		s.mounts, s.mountsRead = readMounts("/proc/self/mountinfo"), true
+	}
+	devs := []string{id}
+	// Its partitions: /sys/dev/block/M:m/<part>/dev.
+	sysDir := "/sys/dev/block/" + id
+	if entries, err := os.ReadDir(sysDir); err == nil {
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join(sysDir, e.Name(), "dev")); err == nil {
+				devs = append(devs, strings.TrimSpace(string(b)))
+			}
+		}
+	}
+	for _, d := range devs {
+		if s.mounts[d] {
+			return "it holds a mounted filesystem (" + d + ")"
+		}
+		if holders, err := os.ReadDir("/sys/dev/block/" + d + "/holders"); err == nil && len(holders) > 0 {
+			return "it is in use by " + holders[0].Name()
+		}
+	}
+	return ""
+}
+
+// readMounts returns the device numbers of the filesystems in a mountinfo
+// file (its third field). An unreadable table refuses nothing: the check is
+// a safety net, not the only guard (a rule must match the node first).
+func readMounts(path string) map[string]bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	return parseMountinfo(f)
+}
+
+func parseMountinfo(f io.Reader) map[string]bool {
+	out := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) > 2 {
+			out[fields[2]] = true
+		}
+	}
+	return out
+}
+
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && filepath.IsLocal(rel) // "." (the same path) is local too
+}
+
+// refuseDangerous drops the resources that would hand a container a node
+// giving control of the host, unless their rule allows it, and says which
+// rule and node in a warning.
+func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) []conf.Resource {
+	s := &safety{devRoot: d.opts.DevRoot, pluginDir: d.opts.PluginDir}
+	modes := make(map[string]fs.FileMode, len(nodes))
+	for _, n := range nodes {
+		modes[n.Path] = n.Mode
+	}
+	kept := desired[:0]
+	var warns []conf.Warning
+	for _, res := range desired {
+		rule := d.cfg.Rules[res.Rule]
+		why := ""
+		if res.GPU == "" && !rule.AllowDangerous {
+			why = s.hazard(res.Path, modes[res.Path])
+			if why == "" && res.Dir {
+				prefix := res.Path + "/"
+				for _, n := range nodes {
+					if strings.HasPrefix(n.Path, prefix) {
+						if why = s.hazard(n.Path, n.Mode); why != "" {
+							break
+						}
+					}
+				}
+			}
+		}
+		if why != "" {
+			warns = append(warns, conf.Warning{Device: res.Path, Msg: fmt.Sprintf(
+				"refused: %s; rule %s (%q) must say allow_dangerous: true to expose it", why, rule.Pos, rule.Match)})
+			continue
+		}
+		kept = append(kept, res)
+	}
+	d.logWarnings(warns)
+	return kept
+}
