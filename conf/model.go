@@ -3,6 +3,7 @@ package conf
 import (
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // RuleKind says how a rule selects devices.
@@ -82,7 +83,18 @@ type Rule struct {
 	// AllowDangerous lets the rule expose nodes that give control of the
 	// host (mem, kmem, port, kmsg, block devices in use); off by default.
 	AllowDangerous bool
-	Pos            Pos // where the rule starts
+	// Subsystem, Properties and Attributes narrow a device rule beyond its
+	// path: whole-string regexps on the device's subsystem, on its kernel
+	// and udev properties, and on sysfs attributes that must all hold on
+	// the device itself or on one of its ancestors (udev's ATTRS).
+	Subsystem  string
+	Properties map[string]string
+	Attributes map[string]string
+
+	subsysRE *regexp.Regexp
+	propRE   map[string]*regexp.Regexp
+	attrRE   map[string]*regexp.Regexp
+	Pos      Pos // where the rule starts
 
 	re *regexp.Regexp // compiled Match for DeviceRule; nil otherwise
 }
@@ -92,6 +104,52 @@ type Rule struct {
 // path.
 func (r *Rule) MatchPath(path string) bool {
 	return r.Kind == DeviceRule && r.re != nil && r.re.MatchString(path)
+}
+
+// NeedsIdentity reports whether the rule matches on more than the path, so
+// a device's Identity must be read to match it.
+func (r *Rule) NeedsIdentity() bool {
+	return r.subsysRE != nil || len(r.propRE) > 0 || len(r.attrRE) > 0
+}
+
+// Matches reports whether the rule selects the device: its path, and its
+// identity where the rule asks for one (a device without one then does not
+// match).
+func (r *Rule) Matches(d Device) bool {
+	if !r.MatchPath(d.Path) {
+		return false
+	}
+	if !r.NeedsIdentity() {
+		return true
+	}
+	if d.Ident == nil {
+		return false
+	}
+	if r.subsysRE != nil && !r.subsysRE.MatchString(d.Ident.Subsystem()) {
+		return false
+	}
+	for k, re := range r.propRE {
+		if v, ok := d.Ident.Property(k); !ok || !re.MatchString(v) {
+			return false
+		}
+	}
+	return len(r.attrRE) == 0 || d.Ident.MatchAttributes(r.attrRE)
+}
+
+// selector is what selects devices: the match and every identity
+// condition. Two unnamed rules with the same selector give the same
+// resources, so the second could never win.
+func (r *Rule) selector() string {
+	var b strings.Builder
+	b.WriteString(r.Match)
+	b.WriteString("\x00" + r.Subsystem)
+	for _, m := range []map[string]string{r.Properties, r.Attributes} {
+		b.WriteString("\x00")
+		for _, k := range sortedStringKeys(m) {
+			b.WriteString(k + "=" + m[k] + "\x00")
+		}
+	}
+	return b.String()
 }
 
 // describe names the rule in messages: its position and match.

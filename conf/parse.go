@@ -4,9 +4,11 @@ import (
 	"cmp"
 	_ "embed" // for the default rule set
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -77,12 +79,13 @@ func Parse(file string, data []byte) (*Config, error) {
 
 // rawValue is one decoded field before validation.
 type rawValue struct {
-	set  bool   // present with the right type
-	bad  bool   // present with the wrong type (already reported)
-	line int    // line of the value; 0 if unknown
-	str  string // for string fields
-	num  int64  // for integer fields
-	b    bool   // for boolean fields
+	set  bool              // present with the right type
+	bad  bool              // present with the wrong type (already reported)
+	line int               // line of the value; 0 if unknown
+	str  string            // for string fields
+	num  int64             // for integer fields
+	b    bool              // for boolean fields
+	m    map[string]string // for string-to-string map fields
 }
 
 // rawRule is one rule as a decoder found it, type-checked but not
@@ -92,6 +95,7 @@ type rawRule struct {
 	line                      int    // where the rule starts; 0 if unknown
 	match, count, perms, name rawValue
 	dangerous                 rawValue
+	subsystem, props, attrs   rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -101,6 +105,9 @@ const (
 	keyPermissions = "permissions"
 	keyName        = "name"
 	keyDangerous   = "allow_dangerous"
+	keySubsystem   = "subsystem"
+	keyProperties  = "properties"
+	keyAttributes  = "attributes"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -198,6 +205,50 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			r.AllowDangerous = d.b
 		}
 
+		identity := raw.subsystem.set || raw.props.set || raw.attrs.set
+		if identity && r.Kind == NvidiaGPURule {
+			bad(raw.match, matchKey, "subsystem, properties and attributes do not apply to "+NvidiaGPUMatch)
+		}
+		if s := raw.subsystem; s.bad {
+			ok = false
+		} else if s.set {
+			if re, msg := wholeRegexp(s.str); msg != "" {
+				bad(s, keySubsystem, msg)
+			} else {
+				r.Subsystem, r.subsysRE = s.str, re
+			}
+		}
+		for _, f := range []struct {
+			key  string
+			v    rawValue
+			src  *map[string]string
+			dst  *map[string]*regexp.Regexp
+			name func(string) string
+		}{
+			{keyProperties, raw.props, &r.Properties, &r.propRE, checkPropertyName},
+			{keyAttributes, raw.attrs, &r.Attributes, &r.attrRE, checkAttributeName},
+		} {
+			if f.v.bad {
+				ok = false
+				continue
+			}
+			for _, k := range sortedStringKeys(f.v.m) {
+				if msg := f.name(k); msg != "" {
+					bad(f.v, f.key+"."+k, msg)
+					continue
+				}
+				re, msg := wholeRegexp(f.v.m[k])
+				if msg != "" {
+					bad(f.v, f.key+"."+k, msg)
+					continue
+				}
+				if *f.src == nil {
+					*f.src, *f.dst = map[string]string{}, map[string]*regexp.Regexp{}
+				}
+				(*f.src)[k], (*f.dst)[k] = f.v.m[k], re
+			}
+		}
+
 		if !ok {
 			continue // duplicates are only meaningful between valid rules
 		}
@@ -215,15 +266,51 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			}
 			byName[r.Name] = len(rules)
 		default:
-			if i, dup := byMatch[r.Match]; dup {
+			if i, dup := byMatch[r.selector()]; dup {
 				l.add(at(raw.match), field(matchKey), fmt.Sprintf("duplicate rule: the rule at %s has the same match and no name, and always wins", rules[i].Pos))
 				continue
 			}
-			byMatch[r.Match] = len(rules)
+			byMatch[r.selector()] = len(rules)
 		}
 		rules = append(rules, r)
 	}
 	return rules
+}
+
+// wholeRegexp compiles a regexp that must match a whole value, as udev's
+// patterns do: "0403" matches "0403" only, not "04031".
+func wholeRegexp(expr string) (*regexp.Regexp, string) {
+	re, err := regexp.Compile(`^(?:` + expr + `)$`)
+	if err != nil {
+		return nil, "invalid regexp: " + strings.TrimPrefix(err.Error(), "error parsing regexp: ")
+	}
+	return re, ""
+}
+
+// checkPropertyName returns why k cannot be a property name, or "".
+func checkPropertyName(k string) string {
+	if k == "" || strings.ContainsAny(k, "= \t\n") {
+		return "a property name must be non-empty, without '=' or spaces"
+	}
+	return ""
+}
+
+// checkAttributeName returns why k cannot name a sysfs attribute below a
+// device directory, or "": it must stay inside that directory.
+func checkAttributeName(k string) string {
+	if !fs.ValidPath(k) || k == "." || slices.Contains(strings.Split(k, "/"), "..") {
+		return "an attribute must be a relative path inside the device's directory (e.g. idVendor, power/control)"
+	}
+	return ""
+}
+
+func sortedStringKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // checkPermissions returns why p is not a valid cgroup device permission

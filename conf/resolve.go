@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -10,6 +11,19 @@ import (
 type Device struct {
 	Path string // relative to the root, slash-separated: "ttyUSB0", "net/tun", "snd"
 	Dir  bool   // a directory such as snd: the resource carries every device below it
+	// Ident is what sysfs and udev know of the device, asked only by rules
+	// that match on more than the path; nil when unknown.
+	Ident Identity
+}
+
+// Identity is what sysfs and udev know of one device. The daemon reads it
+// (lazily, once per state read); conf only asks, and stays pure.
+type Identity interface {
+	Subsystem() string
+	Property(key string) (string, bool)
+	// MatchAttributes reports whether every attribute regexp holds on the
+	// device itself or on one of its ancestors, the same one for all.
+	MatchAttributes(attrs map[string]*regexp.Regexp) bool
 }
 
 // Resource is one extended resource the daemon should advertise.
@@ -75,7 +89,7 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 		win := -1
 		for i := range c.Rules {
 			r := &c.Rules[i]
-			if !r.MatchPath(d.Path) {
+			if !r.Matches(d) {
 				continue
 			}
 			if win < 0 {

@@ -93,6 +93,12 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.name = tomlString(l, v, field, line)
 			case keyDangerous:
 				raw.dangerous = tomlBool(l, v, field, line)
+			case keySubsystem:
+				raw.subsystem = tomlString(l, v, field, line)
+			case keyProperties:
+				raw.props = tomlStringMap(l, v, field, line)
+			case keyAttributes:
+				raw.attrs = tomlStringMap(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}
@@ -110,6 +116,24 @@ func sortedKeys(m map[string]any) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func tomlStringMap(l *errorList, v any, field string, line int) rawValue {
+	t, ok := v.(map[string]any)
+	if !ok {
+		l.add(line, field, "must be a table of names to patterns, got "+tomlKind(v))
+		return rawValue{bad: true, line: line}
+	}
+	out := rawValue{set: true, line: line, m: map[string]string{}}
+	for _, k := range sortedKeys(t) {
+		s := tomlString(l, t[k], field+"."+k, line)
+		if s.bad {
+			out.bad = true
+			continue
+		}
+		out.m[k] = s.str
+	}
+	return out
 }
 
 func tomlBool(l *errorList, v any, field string, line int) rawValue {

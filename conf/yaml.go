@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -136,6 +136,12 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.name = yamlString(l, kv.val, field)
 			case keyDangerous:
 				raw.dangerous = yamlBool(l, kv.val, field)
+			case keySubsystem:
+				raw.subsystem = yamlString(l, kv.val, field)
+			case keyProperties:
+				raw.props = yamlStringMap(l, kv.val, field)
+			case keyAttributes:
+				raw.attrs = yamlStringMap(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)
@@ -188,6 +194,35 @@ func yamlString(l *errorList, n *yaml.Node, field string) rawValue {
 		return rawValue{bad: true, line: n.Line}
 	}
 	return rawValue{set: true, line: n.Line, str: n.Value}
+}
+
+// yamlStringMap type-checks a mapping of names to string values.
+func yamlStringMap(l *errorList, n *yaml.Node, field string) rawValue {
+	if n.Kind != yaml.MappingNode {
+		l.add(n.Line, field, "must be a mapping of names to patterns, got "+yamlKind(n))
+		return rawValue{bad: true, line: n.Line}
+	}
+	v := rawValue{set: true, line: n.Line, m: map[string]string{}}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := deref(n.Content[i]), deref(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			l.add(k.Line, field, "a key must be a string, got "+yamlKind(k))
+			v.bad = true
+			continue
+		}
+		s := yamlString(l, val, field+"."+k.Value)
+		if s.bad {
+			v.bad = true
+			continue
+		}
+		if _, dup := v.m[k.Value]; dup {
+			l.add(k.Line, field+"."+k.Value, "duplicate key")
+			v.bad = true
+			continue
+		}
+		v.m[k.Value] = s.str
+	}
+	return v
 }
 
 // yamlBool type-checks a boolean field.

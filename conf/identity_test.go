@@ -1,0 +1,171 @@
+package conf
+
+import (
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// fakeIdent is a device's identity as the daemon would read it; attrs are
+// levels from the device up to its root ancestor.
+type fakeIdent struct {
+	subsystem string
+	props     map[string]string
+	levels    []map[string]string
+}
+
+func (f fakeIdent) Subsystem() string { return f.subsystem }
+func (f fakeIdent) Property(k string) (string, bool) {
+	v, ok := f.props[k]
+	return v, ok
+}
+func (f fakeIdent) MatchAttributes(attrs map[string]*regexp.Regexp) bool {
+	for _, level := range f.levels {
+		all := true
+		for k, re := range attrs {
+			if v, ok := level[k]; !ok || !re.MatchString(v) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+func ftdi(serial string) fakeIdent {
+	return fakeIdent{
+		subsystem: "tty",
+		props:     map[string]string{"ID_VENDOR_ID": "0403", "ID_SERIAL_SHORT": serial},
+		levels: []map[string]string{
+			{"dev": "188:0"},
+			{"bInterfaceNumber": "00"},
+			{"idVendor": "0403", "idProduct": "6001", "serial": serial},
+		},
+	}
+}
+
+const gpsYAML = `version: v1
+rules:
+  - match: ^ttyUSB[0-9]+$
+    name: gps
+    subsystem: tty
+    properties:
+      ID_VENDOR_ID: "0403"
+    attributes:
+      idVendor: "0403"
+      idProduct: "6001"
+      serial: A1B2C3
+  - match: ^ttyUSB[0-9]+$
+    subsystem: tty
+`
+
+const gpsTOML = `version = "v1"
+[[rule]]
+match = "^ttyUSB[0-9]+$"
+name = "gps"
+subsystem = "tty"
+[rule.properties]
+ID_VENDOR_ID = "0403"
+[rule.attributes]
+idVendor = "0403"
+idProduct = "6001"
+serial = "A1B2C3"
+[[rule]]
+match = "^ttyUSB[0-9]+$"
+subsystem = "tty"
+`
+
+func TestIdentityRulesParseAlike(t *testing.T) {
+	y, err := Parse("r.yaml", []byte(gpsYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := Parse("r.toml", []byte(gpsTOML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range y.Rules {
+		a, b := y.Rules[i], tm.Rules[i]
+		if a.Subsystem != b.Subsystem || !reflect.DeepEqual(a.Properties, b.Properties) || !reflect.DeepEqual(a.Attributes, b.Attributes) {
+			t.Errorf("rule %d: YAML %+v, TOML %+v", i, a, b)
+		}
+	}
+	if got := y.Rules[0].Attributes["serial"]; got != "A1B2C3" {
+		t.Errorf("serial = %q", got)
+	}
+}
+
+// Two identical adapters told apart by serial: the named rule takes the one
+// with the serial, the other falls to the generic rule; a device whose
+// identity is unknown matches only rules that ask for none.
+func TestResolveByIdentity(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte(gpsYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, warns := cfg.Resolve("smarter-devices", []Device{
+		{Path: "ttyUSB0", Ident: ftdi("ZZZ999")},
+		{Path: "ttyUSB1", Ident: ftdi("A1B2C3")},
+		{Path: "ttyUSB2"}, // identity unknown
+	}, nil)
+	got := map[string]string{}
+	for _, r := range res {
+		got[r.Name] = r.Path
+	}
+	want := map[string]string{"smarter-devices/gps": "ttyUSB1", "smarter-devices/ttyUSB0": "ttyUSB0"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("resources = %v, want %v (warnings %v)", got, want, warns)
+	}
+	// The serial moves with the adapter: after a replug as ttyUSB0 the
+	// resource name stays "gps".
+	res, _ = cfg.Resolve("smarter-devices", []Device{{Path: "ttyUSB0", Ident: ftdi("A1B2C3")}}, nil)
+	if len(res) != 1 || res[0].Name != "smarter-devices/gps" || res[0].Path != "ttyUSB0" {
+		t.Errorf("after renumbering: %+v", res)
+	}
+}
+
+// ATTRS semantics: every attribute on the same ancestor.
+func TestAttributesOnOneAncestor(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^ttyUSB0$\n    attributes:\n      idVendor: \"0403\"\n      bInterfaceNumber: \"00\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := cfg.Resolve("p", []Device{{Path: "ttyUSB0", Ident: ftdi("X")}}, nil); len(res) != 0 {
+		t.Errorf("attributes split over two ancestors matched: %+v", res)
+	}
+}
+
+// Whole-value patterns: "0403" does not match "04031".
+func TestIdentityPatternsAreWhole(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^ttyUSB0$\n    properties:\n      ID_VENDOR_ID: \"040\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := cfg.Resolve("p", []Device{{Path: "ttyUSB0", Ident: ftdi("X")}}, nil); len(res) != 0 {
+		t.Errorf("a prefix pattern matched: %+v", res)
+	}
+}
+
+func TestIdentityErrors(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"r.yaml", "version: v1\nrules:\n  - match: ^a$\n    properties:\n      ID_MODEL: \"[\"\n", "r.yaml:5: rules[0].properties.ID_MODEL: invalid regexp"},
+		{"r.yaml", "version: v1\nrules:\n  - match: ^a$\n    attributes:\n      ../../etc: x\n", "rules[0].attributes.../../etc: an attribute must be a relative path"},
+		{"r.yaml", "version: v1\nrules:\n  - match: ^a$\n    properties: [x]\n", "r.yaml:4: rules[0].properties: must be a mapping"},
+		{"r.yaml", "version: v1\nrules:\n  - match: nvidia-gpu\n    subsystem: tty\n", "do not apply to nvidia-gpu"},
+		{"r.toml", "version = \"v1\"\n[[rule]]\nmatch = \"^a$\"\nsubsystem = 3\n", "rule[0].subsystem: must be a string"},
+		{"r.yaml", "- devicematch: ^a$\n  subsystem: tty\n", `unknown field "subsystem"`},
+	} {
+		_, err := Parse(tc.name, []byte(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want it to contain %q", tc.text, err, tc.want)
+		}
+	}
+	// Same match, different identity: not a duplicate.
+	if _, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    properties: {ID_SERIAL_SHORT: A}\n  - match: ^ttyUSB[0-9]+$\n    properties: {ID_SERIAL_SHORT: B}\n")); err != nil {
+		t.Errorf("rules told apart by identity reported as duplicates: %v", err)
+	}
+}
