@@ -34,6 +34,7 @@ type Options struct {
 
 	DevRoot   string // default /dev
 	SysRoot   string // default /sys
+	RunDir    string // default /run: udev's database is RunDir/udev/data
 	PluginDir string // default /var/lib/kubelet/device-plugins
 	Prefix    string // resource-name prefix, default "smarter-devices"
 
@@ -57,6 +58,7 @@ type Options struct {
 	// tests; host paths in Allocate are still built from DevRoot.
 	DevFS fs.FS
 	SysFS fs.FS
+	RunFS fs.FS
 	// ServerBackoff bounds the plugin servers' retry backoff (tests shorten it).
 	ServerMinBackoff, ServerMaxBackoff time.Duration
 }
@@ -70,6 +72,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SysRoot == "" {
 		o.SysRoot = "/sys"
+	}
+	if o.RunDir == "" {
+		o.RunDir = "/run"
 	}
 	if o.PluginDir == "" {
 		o.PluginDir = "/var/lib/kubelet/device-plugins"
@@ -91,6 +96,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SysFS == nil {
 		o.SysFS = os.DirFS(o.SysRoot)
+	}
+	if o.RunFS == nil {
+		o.RunFS = os.DirFS(o.RunDir)
 	}
 	if o.Stats == nil {
 		o.Stats = new(Stats)
@@ -170,7 +178,8 @@ type running struct {
 	cancel      context.CancelFunc
 	done        chan struct{}
 	snap        plugin.Snapshot
-	absentSince time.Time // zero while the device is present
+	absentSince time.Time   // zero while the device is present
+	dev         conf.Device // as last seen, identity included
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {
@@ -220,6 +229,16 @@ func (d *daemon) loop(ctx context.Context) {
 	}
 }
 
+// needsIdentity reports whether any rule matches on more than the path.
+func (d *daemon) needsIdentity() bool {
+	for i := range d.cfg.Rules {
+		if d.cfg.Rules[i].NeedsIdentity() {
+			return true
+		}
+	}
+	return false
+}
+
 // kickAll asks every server to re-check the plugin directory (our socket
 // still there? kubelet.sock new?).
 func (d *daemon) kickAll() {
@@ -265,8 +284,20 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	}
 
 	devs := make([]conf.Device, len(nodes))
+	var reader *hotplug.Reader
+	if d.needsIdentity() {
+		// One reader per state read: attribute reads are cached within it.
+		reader = hotplug.NewReader(d.opts.SysFS, d.opts.RunFS)
+	}
 	for i, n := range nodes {
 		devs[i] = conf.Device{Path: n.Path, Dir: n.Dir}
+		if reader != nil && !n.Dir {
+			devs[i].Ident = &lazyIdent{reader: reader, devFS: d.opts.DevFS, path: n.Path}
+		}
+	}
+	byPath := make(map[string]conf.Device, len(devs))
+	for _, dev := range devs {
+		byPath[dev.Path] = dev
 	}
 	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
 	d.logWarnings(warns)
@@ -280,8 +311,10 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		r, ok := d.servers[res.Name]
 		if !ok {
 			d.start(ctx, res, snap)
+			d.servers[res.Name].dev = byPath[res.Path]
 			continue
 		}
+		r.dev = byPath[res.Path]
 		if !r.absentSince.IsZero() {
 			d.log.Info().Str("resource", res.Name).Str("device", res.Path).Msg("device back; healthy")
 			r.absentSince = time.Time{}
@@ -295,7 +328,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		if want[name] {
 			continue
 		}
-		res, still := d.stillWanted(r.res)
+		res, still := d.stillWanted(r.res, r.dev)
 		if !still {
 			d.log.Info().Str("resource", name).Msg("no rule asks for this resource any more; stopping")
 			d.stop(name)
@@ -328,13 +361,13 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 // stillWanted asks the current rules whether an absent device would still
 // give the same resource, and with what settings (a reload may have changed
 // its count or permissions, or dropped its rule).
-func (d *daemon) stillWanted(old conf.Resource) (conf.Resource, bool) {
+func (d *daemon) stillWanted(old conf.Resource, last conf.Device) (conf.Resource, bool) {
 	var devs []conf.Device
 	var gpus []string
 	if old.GPU != "" {
 		gpus = []string{old.GPU}
 	} else {
-		devs = []conf.Device{{Path: old.Path, Dir: old.Dir}}
+		devs = []conf.Device{last}
 	}
 	res, _ := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
 	for _, r := range res {

@@ -217,3 +217,39 @@ func testHotplug(t *testing.T, source string) {
 		t.Errorf("the daemon logged no uevent from source %s", source)
 	}
 }
+
+// A rule on identity (subsystem, udev/kernel property, sysfs attribute)
+// matches the same device whether it was there at start-up (the scan) or
+// plugged in later (a uevent): both read the identity from sysfs.
+func TestIdentityScanAndEventAgree(t *testing.T) {
+	testkernel.RequireZram(t)
+	rules := "version: v1\nrules:\n  - match: ^zram[0-9]+$\n    subsystem: block\n    properties:\n      DEVTYPE: disk\n    attributes:\n      disksize: \"0\"\n"
+	start := func() (*daemonProc, *plugintest.FakeKubelet) {
+		dir := testutil.ShortTempDir(t)
+		file := filepath.Join(dir, "rules.yaml")
+		if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		k, err := plugintest.StartFakeKubelet(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(k.Stop)
+		d := startDaemon(t, "--config", file, "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h", "--log-level", "debug")
+		// Listening before the device exists: the first daemon learns of it
+		// from the kernel's uevent.
+		d.waitLog(t, "uevent monitor listening")
+		return d, k
+	}
+	before, kBefore := start() // sees the device through its uevent
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	waitFor(t, kBefore, res, "matched on hotplug", allHealth(1, pluginapi.Healthy))
+	after, kAfter := start() // sees it in its start-up scan
+	waitFor(t, kAfter, res, "matched at start-up", allHealth(1, pluginapi.Healthy))
+	for _, d := range []*daemonProc{before, after} {
+		if code := d.stop(t); code != 0 {
+			t.Errorf("exit status %d", code)
+		}
+	}
+}

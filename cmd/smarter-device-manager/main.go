@@ -61,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.config, "config", "", "rule file (legacy YAML list, versioned YAML or TOML); empty: the embedded default rules")
 	fs.StringVar(&f.devRoot, "dev-root", "/dev", "device root to scan for device nodes")
 	fs.StringVar(&f.sysRoot, "sys-root", "/sys", "sysfs root (Jetson GPUs under devices/gpu.N)")
-	fs.StringVar(&f.runDir, "run-dir", "/run", "where udev's control socket is looked for (udev/control) when --uevent-source=auto")
+	fs.StringVar(&f.runDir, "run-dir", "/run", "udev's run directory: its control socket (udev/control, for --uevent-source=auto) and database (udev/data, for property rules)")
 	fs.StringVar(&f.pluginDir, "plugin-dir", "/var/lib/kubelet/device-plugins", "kubelet device-plugin directory (holds kubelet.sock)")
 	fs.StringVar(&f.prefix, "resource-prefix", "smarter-devices", "extended-resource domain: resources are named PREFIX/DEVICE")
 	fs.DurationVar(&f.removeAfter, "remove-after", 5*time.Minute, "stop a resource whose device has been gone this long (0: keep it forever, unhealthy)")
@@ -196,6 +196,7 @@ func run(args []string, stderr io.Writer) int {
 		Reload:      reload,
 		DevRoot:     f.devRoot,
 		SysRoot:     f.sysRoot,
+		RunDir:      f.runDir,
 		PluginDir:   f.pluginDir,
 		Prefix:      f.prefix,
 		RemoveAfter: f.removeAfter,

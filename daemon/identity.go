@@ -1,0 +1,56 @@
+package daemon
+
+import (
+	"io/fs"
+	"regexp"
+
+	"github.com/smarter-project/smarter-device-manager/hotplug"
+)
+
+// lazyIdent is a device's identity, read from sysfs and the udev database
+// the first time a rule asks (only rules that match on more than the path
+// do, and only for devices whose path they match), then kept: a device
+// that goes away keeps the identity it had, so the rules still recognise
+// it while it is unhealthy.
+type lazyIdent struct {
+	reader *hotplug.Reader
+	devFS  fs.FS
+	path   string
+
+	loaded bool
+	info   hotplug.DeviceInfo
+	err    error
+}
+
+func (l *lazyIdent) load() {
+	if l.loaded {
+		return
+	}
+	l.loaded = true
+	major, minor, block, err := hotplug.Rdev(l.devFS, l.path)
+	if err != nil {
+		l.err = err
+		return
+	}
+	l.info, l.err = l.reader.Info(major, minor, block)
+}
+
+// Subsystem is the device's sysfs subsystem ("tty", "block", …).
+func (l *lazyIdent) Subsystem() string {
+	l.load()
+	return l.info.Subsystem
+}
+
+// Property is one of the device's kernel or udev properties.
+func (l *lazyIdent) Property(key string) (string, bool) {
+	l.load()
+	v, ok := l.info.Properties[key]
+	return v, ok
+}
+
+// MatchAttributes applies udev's ATTRS rule over the device's sysfs
+// ancestors.
+func (l *lazyIdent) MatchAttributes(attrs map[string]*regexp.Regexp) bool {
+	l.load()
+	return l.err == nil && l.reader.MatchAttrs(l.info, attrs)
+}
