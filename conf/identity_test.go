@@ -169,3 +169,43 @@ func TestIdentityErrors(t *testing.T) {
 		t.Errorf("rules told apart by identity reported as duplicates: %v", err)
 	}
 }
+
+func TestNameTemplates(t *testing.T) {
+	cfg, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{ID_SERIAL_SHORT}\n  - match: ^video[0-9]+$\n    name: cam-{path}-{ID_MODEL}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("Very_Long_Camera_Model_", 5)
+	cam := fakeIdent{props: map[string]string{"ID_MODEL": long}}
+	res, warns := cfg.Resolve("smarter-devices", []Device{
+		{Path: "ttyUSB3", Ident: ftdi("A1B2C3")},
+		{Path: "ttyUSB4", Ident: fakeIdent{}}, // no serial: skipped, with a warning
+		{Path: "video0", Ident: cam},
+	}, nil)
+	if len(res) != 2 {
+		t.Fatalf("resources %+v, warnings %v", res, warns)
+	}
+	if res[1].Name != "smarter-devices/gps-A1B2C3" || res[1].Socket != "smarter-gps-A1B2C3.sock" {
+		t.Errorf("serial template gave %+v", res[1])
+	}
+	part := strings.TrimPrefix(res[0].Name, "smarter-devices/")
+	if len(part) > 63 || !strings.HasPrefix(part, "cam-video0-Very_Long") || ValidResourceName(res[0].Name) != nil {
+		t.Errorf("long name %q (%d characters) not shortened to a valid name", part, len(part))
+	}
+	again, _ := cfg.Resolve("smarter-devices", []Device{{Path: "video0", Ident: cam}}, nil)
+	if again[0].Name != res[0].Name {
+		t.Errorf("shortened name not stable: %q then %q", res[0].Name, again[0].Name)
+	}
+	other, _ := cfg.Resolve("smarter-devices", []Device{{Path: "video0", Ident: fakeIdent{props: map[string]string{"ID_MODEL": long + "2"}}}}, nil)
+	if other[0].Name == res[0].Name {
+		t.Errorf("two long names that differ only at the end shortened to the same %q", res[0].Name)
+	}
+	if len(warns) != 1 || warns[0].Device != "ttyUSB4" || !strings.Contains(warns[0].Msg, "no property ID_SERIAL_SHORT") {
+		t.Errorf("warnings %v; want one naming ttyUSB4 and the missing property", warns)
+	}
+	for _, bad := range []string{"gps-{ID SERIAL}", "gps-{", "-{path}"} {
+		if _, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^a$\n    name: \""+bad+"\"\n")); err == nil {
+			t.Errorf("name %q accepted", bad)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -91,6 +92,7 @@ type Rule struct {
 	Properties map[string]string
 	Attributes map[string]string
 
+	nameVars []string // placeholders of a Name template: {ID_SERIAL_SHORT}, {path}
 	subsysRE *regexp.Regexp
 	propRE   map[string]*regexp.Regexp
 	attrRE   map[string]*regexp.Regexp
@@ -109,7 +111,8 @@ func (r *Rule) MatchPath(path string) bool {
 // NeedsIdentity reports whether the rule matches on more than the path, so
 // a device's Identity must be read to match it.
 func (r *Rule) NeedsIdentity() bool {
-	return r.subsysRE != nil || len(r.propRE) > 0 || len(r.attrRE) > 0
+	return r.subsysRE != nil || len(r.propRE) > 0 || len(r.attrRE) > 0 ||
+		slices.ContainsFunc(r.nameVars, func(v string) bool { return v != "path" })
 }
 
 // Matches reports whether the rule selects the device: its path, and its

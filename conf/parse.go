@@ -190,6 +190,19 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 		case !n.set:
 		case r.Kind == NvidiaGPURule:
 			bad(n, keyName, "not allowed with match "+NvidiaGPUMatch+" (GPU resources are named nvidia-gpuN)")
+		case strings.ContainsAny(n.str, "{}"):
+			vars, msg := templateVars(n.str)
+			if msg != "" {
+				bad(n, keyName, msg)
+				break
+			}
+			// Checked with each placeholder standing for one letter: the
+			// expansion is sanitised and shortened when it is used.
+			if err := validNamePart(templateRE.ReplaceAllString(n.str, "x")); err != nil {
+				bad(n, keyName, "invalid resource name template: "+err.Error())
+				break
+			}
+			r.Name, r.nameVars = n.str, vars
 		default:
 			if err := validNamePart(n.str); err != nil {
 				bad(n, keyName, "invalid resource name: "+err.Error())
@@ -259,6 +272,8 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 				continue
 			}
 			gpuRule = len(rules)
+		case r.nameVars != nil:
+			// A template's names are told apart at resolution time.
 		case r.Name != "":
 			if i, dup := byName[r.Name]; dup {
 				l.add(at(raw.name), field(keyName), fmt.Sprintf("duplicate resource name %q; the rule at %s has it too", r.Name, rules[i].Pos))
@@ -275,6 +290,22 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 		rules = append(rules, r)
 	}
 	return rules
+}
+
+// templateRE finds the placeholders of a name template: {ID_SERIAL_SHORT}.
+var templateRE = regexp.MustCompile(`\{([A-Za-z0-9_]+)\}`)
+
+// templateVars returns the placeholders of a name template, or why it is
+// not one.
+func templateVars(name string) ([]string, string) {
+	if strings.ContainsAny(templateRE.ReplaceAllString(name, ""), "{}") {
+		return nil, `a name template's placeholders are {PROPERTY} or {path}, with letters, digits and '_'`
+	}
+	var vars []string
+	for _, m := range templateRE.FindAllStringSubmatch(name, -1) {
+		vars = append(vars, m[1])
+	}
+	return vars, ""
 }
 
 // wholeRegexp compiles a regexp that must match a whole value, as udev's

@@ -1,6 +1,8 @@
 package conf
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"slices"
@@ -102,9 +104,10 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 			continue
 		}
 		r := &c.Rules[win]
-		part := r.Name
-		if part == "" {
-			part = sanitize(d.Path)
+		part, err := r.namePart(d)
+		if err != nil {
+			warns = append(warns, Warning{d.Path, fmt.Sprintf("skipped: rule %s: %v", r.describe(), err)})
+			continue
 		}
 		claim(d.Path, Resource{
 			Name:        prefix + "/" + part,
@@ -134,6 +137,49 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 
 	slices.SortFunc(out, func(a, b Resource) int { return strings.Compare(a.Name, b.Name) })
 	return out, warns
+}
+
+// namePart is the resource-name part rule r gives device d: its Name, its
+// Name template expanded with d's properties ({path} is the sanitised
+// path), or the sanitised path. An expansion is sanitised too, and one
+// longer than Kubernetes allows is shortened with a hash of the whole, so
+// it stays stable and distinct.
+func (r *Rule) namePart(d Device) (string, error) {
+	switch {
+	case r.Name == "":
+		return sanitize(d.Path), nil
+	case r.nameVars == nil:
+		return r.Name, nil
+	}
+	var missing string
+	expanded := templateRE.ReplaceAllStringFunc(r.Name, func(m string) string {
+		key := m[1 : len(m)-1]
+		if key == "path" {
+			return d.Path
+		}
+		if d.Ident != nil {
+			if v, ok := d.Ident.Property(key); ok && v != "" {
+				return v
+			}
+		}
+		missing = key
+		return ""
+	})
+	if missing != "" {
+		return "", fmt.Errorf("the device has no property %s for the name template %q", missing, r.Name)
+	}
+	return shorten(sanitize(expanded)), nil
+}
+
+// shorten keeps a name part within Kubernetes' 63 characters: a longer one
+// becomes its first 54 characters, a dash and 8 hex digits of its SHA-256.
+func shorten(part string) string {
+	if len(part) <= maxNameLen {
+		return part
+	}
+	sum := sha256.Sum256([]byte(part))
+	head := strings.TrimRight(part[:maxNameLen-9], "_-.")
+	return head + "-" + hex.EncodeToString(sum[:4])
 }
 
 // gpuRule returns the index of the first NvidiaGPURule, or -1.
