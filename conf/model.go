@@ -92,6 +92,18 @@ type Rule struct {
 	Properties map[string]string
 	Attributes map[string]string
 
+	// ContainerPath is where the node appears in the container (for a
+	// directory, where the directory does); "" keeps the host's /dev path.
+	ContainerPath string
+	// ExposeLinks adds udev's symlinks for the node (serial/by-id/…,
+	// by-path/…) in the container, pointing at the same node.
+	ExposeLinks bool
+	// Env is added to the container's environment as is.
+	Env map[string]string
+	// DescribeEnv adds SMARTER_DEVICE_<NAME>… variables describing the
+	// device (its path in the container, a stable path, serial, group).
+	DescribeEnv bool
+
 	nameVars []string // placeholders of a Name template: {ID_SERIAL_SHORT}, {path}
 	subsysRE *regexp.Regexp
 	propRE   map[string]*regexp.Regexp
@@ -113,6 +125,13 @@ func (r *Rule) MatchPath(path string) bool {
 func (r *Rule) NeedsIdentity() bool {
 	return r.subsysRE != nil || len(r.propRE) > 0 || len(r.attrRE) > 0 ||
 		slices.ContainsFunc(r.nameVars, func(v string) bool { return v != "path" })
+}
+
+// UsesIdentity reports whether the daemon must read a matched device's
+// identity: to match it, to name it, or for the links and environment it
+// gives the container.
+func (r *Rule) UsesIdentity() bool {
+	return r.NeedsIdentity() || r.ExposeLinks || r.DescribeEnv
 }
 
 // Matches reports whether the rule selects the device: its path, and its

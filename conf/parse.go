@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -96,6 +97,8 @@ type rawRule struct {
 	match, count, perms, name rawValue
 	dangerous                 rawValue
 	subsystem, props, attrs   rawValue
+	containerPath, links, env rawValue
+	describe                  rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -108,6 +111,10 @@ const (
 	keySubsystem   = "subsystem"
 	keyProperties  = "properties"
 	keyAttributes  = "attributes"
+	keyContainer   = "container_path"
+	keyLinks       = "expose_links"
+	keyEnv         = "env"
+	keyDescribe    = "describe_env"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -218,6 +225,43 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			r.AllowDangerous = d.b
 		}
 
+		if de := raw.describe; de.bad {
+			ok = false
+		} else if de.set {
+			r.DescribeEnv = de.b
+		}
+		if c := raw.containerPath; c.bad {
+			ok = false
+		} else if c.set {
+			if !path.IsAbs(c.str) || path.Clean(c.str) != c.str || c.str == "/" {
+				bad(c, keyContainer, "must be a clean absolute path other than /, e.g. /dev/gps0")
+			} else {
+				r.ContainerPath = c.str
+			}
+		}
+		if lk := raw.links; lk.bad {
+			ok = false
+		} else if lk.set {
+			r.ExposeLinks = lk.b
+		}
+		if e := raw.env; e.bad {
+			ok = false
+		} else if e.set {
+			for _, k := range sortedStringKeys(e.m) {
+				if !envNameRE.MatchString(k) {
+					bad(e, keyEnv+"."+k, "an environment variable name is letters, digits and '_', not starting with a digit")
+					continue
+				}
+				if r.Env == nil {
+					r.Env = map[string]string{}
+				}
+				r.Env[k] = e.m[k]
+			}
+		}
+		if r.Kind == NvidiaGPURule && (r.ContainerPath != "" || r.ExposeLinks) {
+			bad(raw.match, matchKey, "container_path and expose_links do not apply to "+NvidiaGPUMatch)
+		}
+
 		identity := raw.subsystem.set || raw.props.set || raw.attrs.set
 		if identity && r.Kind == NvidiaGPURule {
 			bad(raw.match, matchKey, "subsystem, properties and attributes do not apply to "+NvidiaGPUMatch)
@@ -291,6 +335,9 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 	}
 	return rules
 }
+
+// envNameRE is a portable environment variable name.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // templateRE finds the placeholders of a name template: {ID_SERIAL_SHORT}.
 var templateRE = regexp.MustCompile(`\{([A-Za-z0-9_]+)\}`)

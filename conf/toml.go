@@ -99,6 +99,14 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.props = tomlStringMap(l, v, field, line)
 			case keyAttributes:
 				raw.attrs = tomlStringMap(l, v, field, line)
+			case keyContainer:
+				raw.containerPath = tomlString(l, v, field, line)
+			case keyLinks:
+				raw.links = tomlBool(l, v, field, line)
+			case keyEnv:
+				raw.env = tomlStringMap(l, v, field, line)
+			case keyDescribe:
+				raw.describe = tomlBool(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}

@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -142,6 +142,14 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.props = yamlStringMap(l, kv.val, field)
 			case keyAttributes:
 				raw.attrs = yamlStringMap(l, kv.val, field)
+			case keyContainer:
+				raw.containerPath = yamlString(l, kv.val, field)
+			case keyLinks:
+				raw.links = yamlBool(l, kv.val, field)
+			case keyEnv:
+				raw.env = yamlStringMap(l, kv.val, field)
+			case keyDescribe:
+				raw.describe = yamlBool(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)

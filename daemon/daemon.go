@@ -232,7 +232,7 @@ func (d *daemon) loop(ctx context.Context) {
 // needsIdentity reports whether any rule matches on more than the path.
 func (d *daemon) needsIdentity() bool {
 	for i := range d.cfg.Rules {
-		if d.cfg.Rules[i].NeedsIdentity() {
+		if d.cfg.Rules[i].UsesIdentity() {
 			return true
 		}
 	}
@@ -307,7 +307,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	want := make(map[string]bool, len(desired))
 	for _, res := range desired {
 		want[res.Name] = true
-		snap := buildSnapshot(res, nodes, d.opts.DevRoot, true)
+		snap := buildSnapshot(res, &d.cfg.Rules[res.Rule], byPath[res.Path], nodes, d.opts.DevRoot, true)
 		r, ok := d.servers[res.Name]
 		if !ok {
 			d.start(ctx, res, snap)

@@ -45,6 +45,25 @@ func (f *devFS) Stat(name string) (fs.FileInfo, error) {
 	return f.m.Stat(name)
 }
 
+func (f *devFS) ReadLink(name string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.ReadLink(name)
+}
+
+func (f *devFS) Lstat(name string) (fs.FileInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m.Lstat(name)
+}
+
+// put adds or replaces a file, as a test changes the fake tree.
+func (f *devFS) put(name string, file *fstest.MapFile) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[name] = file
+}
+
 func (f *devFS) set(name string, mode fs.FileMode) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

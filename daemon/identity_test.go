@@ -1,9 +1,15 @@
 package daemon
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
+	"slices"
+	"syscall"
 	"testing"
+	"testing/fstest"
 
+	"golang.org/x/sys/unix"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
@@ -37,5 +43,116 @@ func TestIdentityRulesOnRealDevices(t *testing.T) {
 	}
 	if specs := resp.ContainerResponses[0].Devices; len(specs) != 1 || specs[0].HostPath != "/dev/null" {
 		t.Errorf("bit-bucket allocates %v, want /dev/null", specs)
+	}
+}
+
+// usbSerial adds to the fake trees a USB serial adapter: /dev/ttyUSBn
+// (188:n), its sysfs device below a USB device with the given serial, and
+// udev's database entry with a by-id link.
+func usbSerial(h *harness, sys, run *devFS, n int, serial string) {
+	name := fmt.Sprintf("ttyUSB%d", n)
+	usb := fmt.Sprintf("devices/pci0000:00/0000:00:14.0/usb1/1-%d", n+1)
+	dev := usb + fmt.Sprintf("/1-%d:1.0/%s/tty/%s", n+1, name, name)
+	// sysfs and udev first: a daemon that sees the node must find them.
+	sys.put(fmt.Sprintf("dev/char/188:%d", n), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
+	sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=188\nMINOR=%d\nDEVNAME=%s\n", n, name))})
+	sys.put(dev+"/subsystem", &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../../../../../../../class/tty")})
+	sys.put(usb+"/idVendor", &fstest.MapFile{Data: []byte("0403\n")})
+	sys.put(usb+"/serial", &fstest.MapFile{Data: []byte(serial + "\n")})
+	run.put(fmt.Sprintf("udev/data/c188:%d", n), &fstest.MapFile{Data: []byte(
+		"S:serial/by-id/usb-FTDI_FT232R_" + serial + "-if00-port0\nS:serial/by-path/pci-0000:00:14.0-usb-0:" + fmt.Sprint(n+1) + ":1.0-port0\nE:ID_SERIAL_SHORT=" + serial + "\n")})
+	h.dev.put(name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(188, uint32(n))}})
+}
+
+// A serial adapter named by its serial keeps its resource across
+// renumbering (ttyUSB0 → ttyUSB1), with udev's by-id link and the
+// describing environment in the container, and no re-registration.
+func TestRenumberedAdapterKeepsItsResource(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{ID_SERIAL_SHORT}\n    attributes: {idVendor: \"0403\"}\n" +
+		"    expose_links: true\n    describe_env: true\n    env: {GPS_BAUD: \"9600\"}\n"
+	var h *harness
+	h = newHarness(t, rules, func(o *Options) { o.SysFS, o.RunFS = sys, run })
+	// The fake sysfs is filled before the first event; the daemon reads it
+	// only on a rescan.
+	usbSerial(h, sys, run, 0, "A1B2C3")
+	h.events.fire("add", "ttyUSB0")
+	const res = "smarter-devices/gps-A1B2C3"
+	h.waitFor(res, "named by serial", health(1, pluginapi.Healthy))
+	allocate := func() *pluginapi.ContainerAllocateResponse {
+		t.Helper()
+		client, err := h.kubelet.Client(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.ContainerResponses[0]
+	}
+	got := allocate()
+	var paths []string
+	for _, s := range got.Devices {
+		paths = append(paths, s.HostPath+"→"+s.ContainerPath)
+	}
+	want := []string{
+		"/dev/ttyUSB0→/dev/ttyUSB0",
+		"/dev/ttyUSB0→/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0",
+		"/dev/ttyUSB0→/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0",
+	}
+	if !slices.Equal(paths, want) {
+		t.Errorf("specs %v, want %v", paths, want)
+	}
+	for k, v := range map[string]string{
+		"GPS_BAUD":                         "9600",
+		"SMARTER_DEVICE_GPS_A1B2C3":        "/dev/ttyUSB0",
+		"SMARTER_DEVICE_GPS_A1B2C3_STABLE": "/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0",
+		"SMARTER_DEVICE_GPS_A1B2C3_SERIAL": "A1B2C3",
+	} {
+		if got.Envs[k] != v {
+			t.Errorf("env %s = %q, want %q (all: %v)", k, got.Envs[k], v, got.Envs)
+		}
+	}
+
+	// Unplugged: the resource stays, unhealthy.
+	h.dev.remove("ttyUSB0")
+	h.events.fire("remove", "ttyUSB0")
+	h.waitFor(res, "unhealthy while unplugged", health(1, pluginapi.Unhealthy))
+	// Replugged as ttyUSB1: healthy again under the same name.
+	usbSerial(h, sys, run, 1, "A1B2C3")
+	h.events.fire("add", "ttyUSB1")
+	h.waitFor(res, "healthy after renumbering", health(1, pluginapi.Healthy))
+	if got := allocate(); got.Devices[0].HostPath != "/dev/ttyUSB1" || got.Devices[0].ContainerPath != "/dev/ttyUSB1" {
+		t.Errorf("after renumbering allocates %v", got.Devices[0])
+	}
+	if n := h.kubelet.Registrations(res); n != 1 {
+		t.Errorf("registered %d times; a replug must not re-register", n)
+	}
+	// A different adapter does not inherit the name.
+	usbSerial(h, sys, run, 2, "ZZZ999")
+	h.events.fire("add", "ttyUSB2")
+	h.waitFor("smarter-devices/gps-ZZZ999", "the other adapter, its own resource", health(1, pluginapi.Healthy))
+}
+
+// container_path moves the node in the container.
+func TestContainerPath(t *testing.T) {
+	rules := "version: v1\nrules:\n  - match: ^null$\n    container_path: /dev/bitbucket\n    describe_env: true\n"
+	h := newHarness(t, rules, func(o *Options) { o.DevFS = os.DirFS("/dev") })
+	h.waitFor("smarter-devices/null", "served", health(1, pluginapi.Healthy))
+	client, err := h.kubelet.Client("smarter-devices/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.ContainerResponses[0]
+	if len(c.Devices) != 1 || c.Devices[0].HostPath != "/dev/null" || c.Devices[0].ContainerPath != "/dev/bitbucket" {
+		t.Errorf("specs %v", c.Devices)
+	}
+	if c.Envs["SMARTER_DEVICE_NULL"] != "/dev/bitbucket" || c.Envs["SMARTER_DEVICE_NULL_GID"] == "" {
+		t.Errorf("env %v; want the container path and the node's group", c.Envs)
 	}
 }
