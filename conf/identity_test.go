@@ -209,3 +209,44 @@ func TestNameTemplates(t *testing.T) {
 		}
 	}
 }
+
+func TestClassResolve(t *testing.T) {
+	cfg, err := Parse("r.toml", []byte("version = \"v1\"\n[[rule]]\nmatch = \"^ttyUSB[0-9]+$\"\nclass = \"usb-serial\"\n[[rule]]\nmatch = \"^video[0-9]+$\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := fakeIdent{props: map[string]string{"ID_PATH": "pci-0000:00:14.0-usb-0:2"}}
+	res, warns := cfg.Resolve("smarter-devices", []Device{
+		{Path: "ttyUSB0", Ident: fakeIdent{props: map[string]string{"ID_SERIAL": "FTDI_A1"}}},
+		{Path: "ttyUSB1", Ident: clone},
+		{Path: "ttyUSB2", Ident: clone}, // a clone claiming the same identity
+		{Path: "ttyUSB3"},                // identity unknown: its path
+		{Path: "video0"},
+	}, nil)
+	if len(res) != 2 || res[0].Name != "smarter-devices/usb-serial" || res[1].Name != "smarter-devices/video0" {
+		t.Fatalf("resources %+v", res)
+	}
+	var keys []string
+	for _, m := range res[0].Members {
+		keys = append(keys, m.Key)
+	}
+	want := []string{"FTDI_A1", "pci-0000_00_14.0-usb-0_2", "pci-0000_00_14.0-usb-0_2_ttyUSB2", "ttyUSB3"}
+	if !reflect.DeepEqual(keys, want) {
+		t.Errorf("member keys %v, want %v", keys, want)
+	}
+	if len(warns) != 1 || warns[0].Device != "ttyUSB2" {
+		t.Errorf("warnings %v; want one naming the clone ttyUSB2", warns)
+	}
+	if got := (Member{Key: "K"}).IDs(3); !reflect.DeepEqual(got, []string{"K-0", "K-1", "K-2"}) {
+		t.Errorf("IDs(3) = %v", got)
+	}
+	for _, bad := range []string{
+		"version: v1\nrules:\n  - match: ^a$\n    class: c\n    name: n\n",
+		"version: v1\nrules:\n  - match: ^a$\n    class: c\n  - match: ^b$\n    class: c\n",
+		"version: v1\nrules:\n  - match: ^a$\n    class: -c\n",
+	} {
+		if _, err := Parse("r.yaml", []byte(bad)); err == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+}

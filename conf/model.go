@@ -92,6 +92,10 @@ type Rule struct {
 	Properties map[string]string
 	Attributes map[string]string
 
+	// Class makes the rule one resource, <prefix>/<Class>, for every device
+	// it matches, each with IDs of its own derived from its stable identity
+	// (serial, else physical path), instead of a resource per device.
+	Class string
 	// ContainerPath is where the node appears in the container (for a
 	// directory, where the directory does); "" keeps the host's /dev path.
 	ContainerPath string
@@ -131,7 +135,7 @@ func (r *Rule) NeedsIdentity() bool {
 // identity: to match it, to name it, or for the links and environment it
 // gives the container.
 func (r *Rule) UsesIdentity() bool {
-	return r.NeedsIdentity() || r.ExposeLinks || r.DescribeEnv
+	return r.NeedsIdentity() || r.ExposeLinks || r.DescribeEnv || r.Class != ""
 }
 
 // Matches reports whether the rule selects the device: its path, and its

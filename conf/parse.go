@@ -98,7 +98,7 @@ type rawRule struct {
 	dangerous                 rawValue
 	subsystem, props, attrs   rawValue
 	containerPath, links, env rawValue
-	describe                  rawValue
+	describe, class           rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -115,6 +115,7 @@ const (
 	keyLinks       = "expose_links"
 	keyEnv         = "env"
 	keyDescribe    = "describe_env"
+	keyClass       = "class"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -162,7 +163,7 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 				break
 			}
 			r.re = re
-			if msg := neverNamed(m.str, raw.name.set); msg != "" {
+			if msg := neverNamed(m.str, raw.name.set || raw.class.set); msg != "" {
 				bad(m, matchKey, msg)
 			}
 		}
@@ -225,6 +226,21 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			r.AllowDangerous = d.b
 		}
 
+		switch c := raw.class; {
+		case c.bad:
+			ok = false
+		case !c.set:
+		case r.Kind == NvidiaGPURule:
+			bad(c, keyClass, "not allowed with match "+NvidiaGPUMatch)
+		case raw.name.set:
+			bad(c, keyClass, "a rule has a class (one resource for all its devices) or a name, not both")
+		default:
+			if err := validNamePart(c.str); err != nil {
+				bad(c, keyClass, "invalid resource name: "+err.Error())
+			} else {
+				r.Class = c.str
+			}
+		}
 		if de := raw.describe; de.bad {
 			ok = false
 		} else if de.set {
@@ -318,6 +334,12 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			gpuRule = len(rules)
 		case r.nameVars != nil:
 			// A template's names are told apart at resolution time.
+		case r.Class != "":
+			if i, dup := byName[r.Class]; dup {
+				l.add(at(raw.class), field(keyClass), fmt.Sprintf("duplicate resource name %q; the rule at %s has it too", r.Class, rules[i].Pos))
+				continue
+			}
+			byName[r.Class] = len(rules)
 		case r.Name != "":
 			if i, dup := byName[r.Name]; dup {
 				l.add(at(raw.name), field(keyName), fmt.Sprintf("duplicate resource name %q; the rule at %s has it too", r.Name, rules[i].Pos))

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Device is one device found under the device root (normally /dev).
@@ -36,8 +38,33 @@ type Resource struct {
 	Path        string // device path relative to the root; "" for a GPU
 	Dir         bool   // Path is a directory
 	GPU         string // N of /sys/devices/gpu.N for an nvidia-gpu resource; "" otherwise
-	Count       int    // device IDs to advertise
+	Count       int    // device IDs to advertise (per member, for a class)
 	Permissions string // cgroup device permissions, a subset of "rwm"
+	// Members are the devices of a class resource (Rule.Class), in devs
+	// order; Path is then "".
+	Members []Member
+}
+
+// Member is one device of a class resource.
+type Member struct {
+	Device
+	// Key is the device's stable identity: its serial (ID_SERIAL), else its
+	// physical path (ID_PATH), else its sysfs path, else its node path.
+	// Its device IDs are derived from it, so they survive renumbering and
+	// daemon restarts, and a different device never gets them.
+	Key string
+}
+
+// IDs are the device IDs of a member: its key, or key-0 … key-(count-1).
+func (m Member) IDs(count int) []string {
+	if count == 1 {
+		return []string{m.Key}
+	}
+	ids := make([]string, count)
+	for i := range ids {
+		ids[i] = m.Key + "-" + strconv.Itoa(i)
+	}
+	return ids
 }
 
 // Warning is a device the rules could not turn into a resource as written,
@@ -70,9 +97,10 @@ const gpuPart = "nvidia-gpu"
 // for each.
 func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resource, []Warning) {
 	var (
-		out   []Resource
-		warns []Warning
-		taken = make(map[string]string, len(devs)) // resource name → device that took it
+		out     []Resource
+		warns   []Warning
+		taken   = make(map[string]string, len(devs)) // resource name → device that took it
+		classes = map[int][]Device{}                 // class rule → its devices
 	)
 	claim := func(dev string, r Resource) {
 		if err := ValidResourceName(r.Name); err != nil {
@@ -104,6 +132,10 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 			continue
 		}
 		r := &c.Rules[win]
+		if r.Class != "" {
+			classes[win] = append(classes[win], d)
+			continue
+		}
 		part, err := r.namePart(d)
 		if err != nil {
 			warns = append(warns, Warning{d.Path, fmt.Sprintf("skipped: rule %s: %v", r.describe(), err)})
@@ -118,6 +150,32 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 			Count:       r.Count,
 			Permissions: r.Permissions,
 		})
+	}
+
+	for i := range c.Rules {
+		if devs, ok := classes[i]; ok {
+			r := &c.Rules[i]
+			res := Resource{
+				Name:        prefix + "/" + r.Class,
+				Socket:      "smarter-" + r.Class + ".sock",
+				Rule:        i,
+				Count:       r.Count,
+				Permissions: r.Permissions,
+			}
+			keys := map[string]string{}
+			for _, d := range devs {
+				key := memberKey(d)
+				if other, dup := keys[key]; dup {
+					// Two devices claiming one identity (clones without a
+					// serial): the second is told apart by its path.
+					warns = append(warns, Warning{d.Path, fmt.Sprintf("has the same identity %q as %s in class %q; told apart by its path", key, other, r.Class)})
+					key += "_" + sanitize(d.Path)
+				}
+				keys[key] = d.Path
+				res.Members = append(res.Members, Member{Device: d, Key: key})
+			}
+			claim(r.Class, res)
+		}
 	}
 
 	if g := c.gpuRule(); g >= 0 {
@@ -169,6 +227,28 @@ func (r *Rule) namePart(d Device) (string, error) {
 		return "", fmt.Errorf("the device has no property %s for the name template %q", missing, r.Name)
 	}
 	return shorten(sanitize(expanded)), nil
+}
+
+// memberKey is a class member's stable identity, usable as a device ID.
+func memberKey(d Device) string {
+	if d.Ident != nil {
+		for _, p := range []string{"ID_SERIAL", "ID_PATH", "DEVPATH"} {
+			if v, ok := d.Ident.Property(p); ok && v != "" {
+				return idSafe(v)
+			}
+		}
+	}
+	return idSafe(d.Path)
+}
+
+// idSafe keeps a device ID to letters, digits and "._-".
+func idSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && (isNameByte(byte(r)) || r == '.') {
+			return r
+		}
+		return '_'
+	}, s)
 }
 
 // shorten keeps a name part within Kubernetes' 63 characters: a longer one

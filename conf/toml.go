@@ -107,6 +107,8 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.env = tomlStringMap(l, v, field, line)
 			case keyDescribe:
 				raw.describe = tomlBool(l, v, field, line)
+			case keyClass:
+				raw.class = tomlString(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}

@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -150,6 +150,8 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.env = yamlStringMap(l, kv.val, field)
 			case keyDescribe:
 				raw.describe = yamlBool(l, kv.val, field)
+			case keyClass:
+				raw.class = yamlString(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)

@@ -178,8 +178,9 @@ type running struct {
 	cancel      context.CancelFunc
 	done        chan struct{}
 	snap        plugin.Snapshot
-	absentSince time.Time   // zero while the device is present
-	dev         conf.Device // as last seen, identity included
+	absentSince time.Time          // zero while the device is present
+	dev         conf.Device        // as last seen, identity included
+	members     map[string]*member // a class resource's devices, by key
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {
@@ -304,9 +305,32 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	desired = d.refuseDangerous(desired, nodes)
 
 	now := time.Now()
+	var next time.Time
+	soonest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
 	want := make(map[string]bool, len(desired))
 	for _, res := range desired {
 		want[res.Name] = true
+		if res.Members != nil {
+			r, ok := d.servers[res.Name]
+			members := map[string]*member{}
+			if ok && r.members != nil {
+				members = r.members
+			}
+			snap, deadline := d.classSnapshot(members, res, &d.cfg.Rules[res.Rule], nodes, now)
+			soonest(deadline)
+			if !ok {
+				d.start(ctx, res, snap)
+				d.servers[res.Name].members = members
+				continue
+			}
+			r.res, r.members = res, members
+			d.update(r, snap)
+			continue
+		}
 		snap := buildSnapshot(res, &d.cfg.Rules[res.Rule], byPath[res.Path], nodes, d.opts.DevRoot, true)
 		r, ok := d.servers[res.Name]
 		if !ok {
@@ -323,9 +347,28 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		d.update(r, snap)
 	}
 
-	var next time.Time
 	for name, r := range d.servers {
 		if want[name] {
+			continue
+		}
+		if r.members != nil {
+			// A class resource with none of its devices present.
+			rule, still := d.classWanted(name)
+			if !still {
+				d.log.Info().Str("resource", name).Msg("no rule asks for this resource any more; stopping")
+				d.stop(name)
+				continue
+			}
+			res := r.res
+			res.Members = nil
+			snap, deadline := d.classSnapshot(r.members, res, &d.cfg.Rules[rule], nodes, now)
+			if len(r.members) == 0 {
+				d.log.Info().Str("resource", name).Msg("every device of the class stayed away; removing resource")
+				d.stop(name)
+				continue
+			}
+			soonest(deadline)
+			d.update(r, snap)
 			continue
 		}
 		res, still := d.stillWanted(r.res, r.dev)
@@ -345,9 +388,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 				d.stop(name)
 				continue
 			}
-			if next.IsZero() || deadline.Before(next) {
-				next = deadline
-			}
+			soonest(deadline)
 		}
 		r.res = res
 		d.update(r, absentSnapshot(res, r.snap))

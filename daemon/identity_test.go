@@ -3,11 +3,13 @@ package daemon
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"golang.org/x/sys/unix"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
@@ -60,7 +62,7 @@ func usbSerial(h *harness, sys, run *devFS, n int, serial string) {
 	sys.put(usb+"/idVendor", &fstest.MapFile{Data: []byte("0403\n")})
 	sys.put(usb+"/serial", &fstest.MapFile{Data: []byte(serial + "\n")})
 	run.put(fmt.Sprintf("udev/data/c188:%d", n), &fstest.MapFile{Data: []byte(
-		"S:serial/by-id/usb-FTDI_FT232R_" + serial + "-if00-port0\nS:serial/by-path/pci-0000:00:14.0-usb-0:" + fmt.Sprint(n+1) + ":1.0-port0\nE:ID_SERIAL_SHORT=" + serial + "\n")})
+		"S:serial/by-id/usb-FTDI_FT232R_" + serial + "-if00-port0\nS:serial/by-path/pci-0000:00:14.0-usb-0:" + fmt.Sprint(n+1) + ":1.0-port0\nE:ID_SERIAL_SHORT=" + serial + "\nE:ID_SERIAL=FTDI_FT232R_" + serial + "\n")})
 	h.dev.put(name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(188, uint32(n))}})
 }
 
@@ -155,4 +157,91 @@ func TestContainerPath(t *testing.T) {
 	if c.Envs["SMARTER_DEVICE_NULL"] != "/dev/bitbucket" || c.Envs["SMARTER_DEVICE_NULL_GID"] == "" {
 		t.Errorf("env %v; want the container path and the node's group", c.Envs)
 	}
+}
+
+// A class resource: one resource for every USB serial adapter, one ID per
+// adapter derived from its serial. An unplugged adapter's ID turns
+// unhealthy while the others stay; replugged under another tty number it
+// is healthy again under the same ID; a new adapter gets a new ID.
+func TestClassResource(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n    attributes: {idVendor: \"0403\"}\n"
+	h := newHarness(t, rules, func(o *Options) { o.SysFS, o.RunFS = sys, run })
+	usbSerial(h, sys, run, 0, "A1B2C3")
+	usbSerial(h, sys, run, 1, "ZZZ999")
+	h.events.fire("add", "ttyUSB1")
+	const res = "smarter-devices/usb-serial"
+	ids := func(want map[string]string) func([]*pluginapi.Device) bool {
+		return func(devs []*pluginapi.Device) bool {
+			got := map[string]string{}
+			for _, d := range devs {
+				got[d.ID] = d.Health
+			}
+			return maps.Equal(got, want)
+		}
+	}
+	const a, z = "FTDI_FT232R_A1B2C3", "FTDI_FT232R_ZZZ999"
+	h.waitFor(res, "both adapters", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy}))
+	allocate := func(id string) []string {
+		t.Helper()
+		client, err := h.kubelet.Client(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{id}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var paths []string
+		for _, s := range resp.ContainerResponses[0].Devices {
+			paths = append(paths, s.HostPath)
+		}
+		return paths
+	}
+	if got := allocate(a); !slices.Equal(got, []string{"/dev/ttyUSB0"}) {
+		t.Errorf("ID %s allocates %v, want only its own /dev/ttyUSB0", a, got)
+	}
+	if got := allocate(z); !slices.Equal(got, []string{"/dev/ttyUSB1"}) {
+		t.Errorf("ID %s allocates %v, want /dev/ttyUSB1", z, got)
+	}
+
+	h.dev.remove("ttyUSB0")
+	h.events.fire("remove", "ttyUSB0")
+	h.waitFor(res, "A unplugged", ids(map[string]string{a: pluginapi.Unhealthy, z: pluginapi.Healthy}))
+	usbSerial(h, sys, run, 2, "A1B2C3") // A comes back as ttyUSB2
+	h.events.fire("add", "ttyUSB2")
+	h.waitFor(res, "A back under its ID", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy}))
+	if got := allocate(a); !slices.Equal(got, []string{"/dev/ttyUSB2"}) {
+		t.Errorf("after renumbering ID %s allocates %v, want /dev/ttyUSB2", a, got)
+	}
+	usbSerial(h, sys, run, 3, "NEW111")
+	h.events.fire("add", "ttyUSB3")
+	h.waitFor(res, "a new adapter, a new ID", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy, "FTDI_FT232R_NEW111": pluginapi.Healthy}))
+	if n := h.kubelet.Registrations(res); n != 1 {
+		t.Errorf("class resource registered %d times, want 1", n)
+	}
+}
+
+// A class member that stays away loses its IDs after RemoveAfter; the
+// resource stays for the others, and goes when none is left.
+func TestClassMemberRemoveAfter(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n"
+	h := newHarness(t, rules, func(o *Options) {
+		o.SysFS, o.RunFS = sys, run
+		o.RemoveAfter = 200 * time.Millisecond
+	})
+	usbSerial(h, sys, run, 0, "A1B2C3")
+	usbSerial(h, sys, run, 1, "ZZZ999")
+	h.events.fire("add", "ttyUSB1")
+	const res = "smarter-devices/usb-serial"
+	h.waitFor(res, "both", health(2, pluginapi.Healthy))
+	h.dev.remove("ttyUSB0")
+	h.events.fire("remove", "ttyUSB0")
+	h.waitFor(res, "A's ID gone after remove-after", func(devs []*pluginapi.Device) bool {
+		return len(devs) == 1 && devs[0].ID == "FTDI_FT232R_ZZZ999" && devs[0].Health == pluginapi.Healthy
+	})
+	h.dev.remove("ttyUSB1")
+	h.events.fire("remove", "ttyUSB1")
+	h.waitStreamEnd(res)
 }

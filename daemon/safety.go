@@ -126,6 +126,23 @@ func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) 
 	var warns []conf.Warning
 	for _, res := range desired {
 		rule := d.cfg.Rules[res.Rule]
+		if res.Members != nil {
+			// A class: refuse members one by one.
+			var ok []conf.Member
+			for _, m := range res.Members {
+				if why := s.hazard(m.Path, modes[m.Path]); why != "" && !rule.AllowDangerous {
+					warns = append(warns, conf.Warning{Device: m.Path, Msg: fmt.Sprintf(
+						"refused: %s; rule %s (%q) must say allow_dangerous: true to expose it", why, rule.Pos, rule.Match)})
+					continue
+				}
+				ok = append(ok, m)
+			}
+			if len(ok) > 0 {
+				res.Members = ok
+				kept = append(kept, res)
+			}
+			continue
+		}
 		why := ""
 		if res.GPU == "" && !rule.AllowDangerous {
 			why = s.hazard(res.Path, modes[res.Path])

@@ -159,5 +159,6 @@ func absentSnapshot(res conf.Resource, last plugin.Snapshot) plugin.Snapshot {
 }
 
 func snapshotsEqual(a, b plugin.Snapshot) bool {
-	return slices.Equal(a.Devices, b.Devices) && slices.Equal(a.Specs, b.Specs) && maps.Equal(a.Envs, b.Envs)
+	return slices.Equal(a.Devices, b.Devices) && slices.Equal(a.Specs, b.Specs) && maps.Equal(a.Envs, b.Envs) &&
+		maps.EqualFunc(a.PerDevice, b.PerDevice, slices.Equal[[]plugin.DeviceSpec])
 }

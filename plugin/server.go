@@ -83,6 +83,10 @@ type Snapshot struct {
 	// Envs is the environment Allocate returns for a container
 	// (e.g. NVIDIA_VISIBLE_DEVICES).
 	Envs map[string]string
+	// PerDevice holds the specs of IDs that stand for different devices
+	// (a class resource: one ID per adapter): Allocate adds those of every
+	// ID it hands out, after Specs.
+	PerDevice map[string][]DeviceSpec
 }
 
 func (s Snapshot) clone() Snapshot {
@@ -90,13 +94,24 @@ func (s Snapshot) clone() Snapshot {
 		Devices: slices.Clone(s.Devices),
 		Specs:   slices.Clone(s.Specs),
 		Envs:    maps.Clone(s.Envs),
+		PerDevice: func() map[string][]DeviceSpec {
+			if s.PerDevice == nil {
+				return nil
+			}
+			m := make(map[string][]DeviceSpec, len(s.PerDevice))
+			for id, specs := range s.PerDevice {
+				m[id] = slices.Clone(specs)
+			}
+			return m
+		}(),
 	}
 }
 
 func (s Snapshot) equal(o Snapshot) bool {
 	return slices.Equal(s.Devices, o.Devices) &&
 		slices.Equal(s.Specs, o.Specs) &&
-		maps.Equal(s.Envs, o.Envs)
+		maps.Equal(s.Envs, o.Envs) &&
+		maps.EqualFunc(s.PerDevice, o.PerDevice, slices.Equal[[]DeviceSpec])
 }
 
 // Options configure a [Server].

@@ -118,12 +118,25 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 			Envs:    maps.Clone(st.snap.Envs),
 			Devices: make([]*pluginapi.DeviceSpec, 0, len(st.snap.Specs)),
 		}
-		for _, sp := range st.snap.Specs {
+		seen := map[string]bool{} // by container path: a node appears once
+		add := func(sp DeviceSpec) {
+			if seen[sp.ContainerPath] {
+				return
+			}
+			seen[sp.ContainerPath] = true
 			car.Devices = append(car.Devices, &pluginapi.DeviceSpec{
 				HostPath:      sp.HostPath,
 				ContainerPath: sp.ContainerPath,
 				Permissions:   sp.Permissions,
 			})
+		}
+		for _, sp := range st.snap.Specs {
+			add(sp)
+		}
+		for _, id := range cr.GetDevicesIds() {
+			for _, sp := range st.snap.PerDevice[id] {
+				add(sp)
+			}
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, car)
 		s.log.Info().Strs("devices", cr.GetDevicesIds()).Int("specs", len(car.Devices)).Msg("allocated")
