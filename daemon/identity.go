@@ -48,6 +48,16 @@ func (l *lazyIdent) Property(key string) (string, bool) {
 	return v, ok
 }
 
+// numa is the device's NUMA node, from the nearest sysfs ancestor that has
+// one (PCI devices do).
+func (l *lazyIdent) numa() (int, bool) {
+	l.load()
+	if l.err != nil {
+		return 0, false
+	}
+	return l.reader.NUMANode(l.info)
+}
+
 // MatchAttributes applies udev's ATTRS rule over the device's sysfs
 // ancestors.
 func (l *lazyIdent) MatchAttributes(attrs map[string]*regexp.Regexp) bool {

@@ -82,6 +82,14 @@ func buildSnapshot(res conf.Resource, rule *conf.Rule, dev conf.Device, nodes []
 		}
 	}
 
+	if id, ok := dev.Ident.(*lazyIdent); ok && !res.Dir {
+		if node, ok := id.numa(); ok {
+			for i := range snap.Devices {
+				snap.Devices[i].NUMANode, snap.Devices[i].HasNUMA = node, true
+			}
+		}
+	}
+
 	env := maps.Clone(rule.Env)
 	if rule.DescribeEnv && len(snap.Specs) > 0 {
 		if env == nil {

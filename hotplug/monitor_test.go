@@ -102,6 +102,7 @@ func zramAdd(t *testing.T) (name string, remove func()) {
 	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
 		t.Skipf("no %s (modprobe zram): %v", zramControl, err)
 	}
+	testkernel.LockZram(t) // no other test binary's zram changes meanwhile
 	b, err := os.ReadFile(filepath.Join(zramControl, "hot_add"))
 	if err != nil {
 		t.Fatalf("zram hot_add: %v", err)

@@ -193,6 +193,21 @@ func (r *Reader) MatchAttrs(info DeviceInfo, attrs map[string]*regexp.Regexp) bo
 	return false
 }
 
+// NUMANode is the NUMA node of the nearest ancestor (or the device
+// itself) with a numa_node attribute, as PCI devices have; ok is false
+// when there is none or the kernel says -1 (no affinity).
+func (r *Reader) NUMANode(info DeviceInfo) (node int, ok bool) {
+	for dir := info.SysPath; dir != "." && dir != "devices" && dir != "/" && dir != ""; dir = path.Dir(dir) {
+		v, found := r.attr(dir + "/numa_node")
+		if !found {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		return n, err == nil && n >= 0
+	}
+	return 0, false
+}
+
 func (r *Reader) matchLevel(dir string, attrs map[string]*regexp.Regexp) bool {
 	for name, re := range attrs {
 		v, ok := r.attr(dir + "/" + name)

@@ -443,3 +443,24 @@ func BenchmarkInfo(b *testing.B) {
 		}
 	})
 }
+
+func TestNUMANode(t *testing.T) {
+	fsys := fstest.MapFS{
+		"devices/pci0000:00/0000:00:05.0/numa_node":           {Data: []byte("1\n")},
+		"devices/pci0000:00/0000:00:05.0/accel/accel0/uevent": {Data: []byte("MAJOR=261\n")},
+		"devices/pci0000:00/0000:00:06.0/numa_node":           {Data: []byte("-1\n")},
+		"devices/pci0000:00/0000:00:06.0/drm/card0/uevent":    {Data: []byte("MAJOR=226\n")},
+		"devices/virtual/mem/null/uevent":                     {Data: []byte("MAJOR=1\n")},
+	}
+	r := NewReader(fsys, nil)
+	for path, want := range map[string]int{
+		"devices/pci0000:00/0000:00:05.0/accel/accel0": 1,
+		"devices/pci0000:00/0000:00:06.0/drm/card0":    -1, // the kernel says no affinity
+		"devices/virtual/mem/null":                     -1, // nothing to say
+	} {
+		n, ok := r.NUMANode(DeviceInfo{SysPath: path})
+		if got := map[bool]int{true: n, false: -1}[ok]; got != want {
+			t.Errorf("NUMANode(%s) = %d, %v; want %d", path, n, ok, want)
+		}
+	}
+}

@@ -63,6 +63,10 @@ type Device struct {
 	// Healthy devices are allocatable; unhealthy ones are reported to the
 	// kubelet but refused by Allocate.
 	Healthy bool
+	// NUMANode is the device's NUMA node when HasNUMA: the kubelet's
+	// topology manager then aligns it with the pod's CPUs and memory.
+	NUMANode int
+	HasNUMA  bool
 }
 
 // DeviceSpec is one device node Allocate hands to a container.

@@ -89,7 +89,11 @@ func listResponse(devs []Device) *pluginapi.ListAndWatchResponse {
 		if d.Healthy {
 			health = pluginapi.Healthy
 		}
-		resp.Devices = append(resp.Devices, &pluginapi.Device{ID: d.ID, Health: health})
+		dev := &pluginapi.Device{ID: d.ID, Health: health}
+		if d.HasNUMA {
+			dev.Topology = &pluginapi.TopologyInfo{Nodes: []*pluginapi.NUMANode{{ID: int64(d.NUMANode)}}}
+		}
+		resp.Devices = append(resp.Devices, dev)
 	}
 	return resp
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,6 +30,10 @@ const (
 	UdevControl = "/run/udev/control"
 	// udevdLock serialises the tests that need udevd across test binaries.
 	udevdLock = "/run/smarter-device-manager-test-udevd.lock"
+	// zramLock serialises the tests that create zram devices: zram hands
+	// out the lowest free number, so a device one test removed could come
+	// back as another test's, under the same name.
+	zramLock  = "/run/smarter-device-manager-test-zram.lock"
 	waitLimit = 20 * time.Second
 )
 
@@ -40,19 +45,48 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// RequireZram skips the test unless it can create zram devices.
+// RequireZram skips the test unless it can create zram devices, and
+// holds the zram lock for the rest of the test (see LockZram).
 func RequireZram(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
 	if _, err := os.Stat(ZramControl + "/hot_add"); err != nil {
 		t.Skipf("skipping: %s missing (scripts/test-deps.sh loads the zram module): %v", ZramControl, err)
 	}
+	LockZram(t)
+}
+
+// zramHolders are the tests holding the zram lock: a test takes it once.
+var zramHolders sync.Map
+
+// LockZram holds, for the rest of the test, a lock that every test
+// creating zram devices takes, in every test binary: go test runs packages
+// in parallel, and a number one test freed could otherwise be reused by
+// another while the first still asserts on it.
+func LockZram(t testing.TB) {
+	t.Helper()
+	if _, held := zramHolders.LoadOrStore(t, true); held {
+		return
+	}
+	lock, err := os.OpenFile(zramLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("zram lock: %v", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		t.Fatalf("zram lock: %v", err)
+	}
+	t.Cleanup(func() {
+		lock.Close()
+		zramHolders.Delete(t)
+	})
 }
 
 // ZramAdd creates /dev/zramN with a real add uevent and returns N; the
 // test's cleanup removes it if the test did not.
 func ZramAdd(t testing.TB) int {
 	t.Helper()
+	LockZram(t)
 	b, err := os.ReadFile(ZramControl + "/hot_add")
 	if err != nil {
 		t.Fatalf("zram hot_add: %v", err)
