@@ -14,6 +14,8 @@ type member struct {
 	m           conf.Member
 	absentSince time.Time // zero while present
 	specs       []plugin.DeviceSpec
+	numa        int // NUMA node when hasNUMA
+	hasNUMA     bool
 }
 
 // classSnapshot merges the members of a class resource present in this
@@ -27,7 +29,8 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 		present[m.Key] = true
 		one := res
 		one.Path, one.Dir, one.Members = m.Path, m.Dir, nil
-		specs := buildSnapshot(one, rule, m.Device, nodes, d.opts.DevRoot, true).Specs
+		one.Count = 1
+		own := buildSnapshot(one, rule, m.Device, nodes, d.opts.DevRoot, true)
 		old, ok := members[m.Key]
 		switch {
 		case !ok:
@@ -35,7 +38,7 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 		case !old.absentSince.IsZero():
 			d.log.Info().Str("resource", res.Name).Str("device", m.Path).Str("id", m.Key).Msg("device back; healthy")
 		}
-		members[m.Key] = &member{m: m, specs: specs}
+		members[m.Key] = &member{m: m, specs: own.Specs, numa: own.Devices[0].NUMANode, hasNUMA: own.Devices[0].HasNUMA}
 	}
 	var next time.Time
 	for key, mb := range members {
@@ -68,7 +71,7 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 	for _, k := range keys {
 		mb := members[k]
 		for _, id := range mb.m.IDs(res.Count) {
-			snap.Devices = append(snap.Devices, plugin.Device{ID: id, Healthy: mb.absentSince.IsZero()})
+			snap.Devices = append(snap.Devices, plugin.Device{ID: id, Healthy: mb.absentSince.IsZero(), NUMANode: mb.numa, HasNUMA: mb.hasNUMA})
 			snap.PerDevice[id] = mb.specs
 		}
 	}

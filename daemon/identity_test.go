@@ -245,3 +245,16 @@ func TestClassMemberRemoveAfter(t *testing.T) {
 	h.events.fire("remove", "ttyUSB1")
 	h.waitStreamEnd(res)
 }
+
+// A device below a PCI function with a NUMA node is advertised with it.
+func TestNUMATopology(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
+	sys.put("devices/pci0000:00/0000:00:14.0/numa_node", &fstest.MapFile{Data: []byte("1\n")})
+	usbSerial(h, sys, run, 0, "A1B2C3")
+	h.events.fire("add", "ttyUSB0")
+	h.waitFor("smarter-devices/usb-serial", "advertised on NUMA node 1", func(devs []*pluginapi.Device) bool {
+		return len(devs) == 1 && devs[0].GetTopology() != nil && len(devs[0].GetTopology().GetNodes()) == 1 &&
+			devs[0].GetTopology().GetNodes()[0].GetID() == 1
+	})
+}

@@ -472,8 +472,14 @@ func cloneDevices(devs []*pluginapi.Device) []*pluginapi.Device {
 	}
 	out := make([]*pluginapi.Device, 0, len(devs))
 	for _, d := range devs {
-		// Topology is not used by these tests; it is not copied.
-		out = append(out, &pluginapi.Device{ID: d.GetID(), Health: d.GetHealth()})
+		c := &pluginapi.Device{ID: d.GetID(), Health: d.GetHealth()}
+		if t := d.GetTopology(); t != nil {
+			c.Topology = &pluginapi.TopologyInfo{}
+			for _, n := range t.GetNodes() {
+				c.Topology.Nodes = append(c.Topology.Nodes, &pluginapi.NUMANode{ID: n.GetID()})
+			}
+		}
+		out = append(out, c)
 	}
 	return out
 }
