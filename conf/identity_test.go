@@ -220,7 +220,7 @@ func TestClassResolve(t *testing.T) {
 		{Path: "ttyUSB0", Ident: fakeIdent{props: map[string]string{"ID_SERIAL": "FTDI_A1"}}},
 		{Path: "ttyUSB1", Ident: clone},
 		{Path: "ttyUSB2", Ident: clone}, // a clone claiming the same identity
-		{Path: "ttyUSB3"},                // identity unknown: its path
+		{Path: "ttyUSB3"},               // identity unknown: its path
 		{Path: "video0"},
 	}, nil)
 	if len(res) != 2 || res[0].Name != "smarter-devices/usb-serial" || res[1].Name != "smarter-devices/video0" {
@@ -247,6 +247,25 @@ func TestClassResolve(t *testing.T) {
 	} {
 		if _, err := Parse("r.yaml", []byte(bad)); err == nil {
 			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+}
+
+func TestWithAndMounts(t *testing.T) {
+	cfg, err := Parse("r.toml", []byte("version = \"v1\"\n[[rule]]\nmatch = \"^nvidia[0-9]+$\"\nwith = [\"nvidiactl\", \"nvidia-uvm-tools?\"]\nmounts = [\"/a:/b:ro\", \"/c:/d\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Rules[0]
+	if !reflect.DeepEqual(r.With, []Companion{{"nvidiactl", false}, {"nvidia-uvm-tools", true}}) ||
+		!reflect.DeepEqual(r.Mounts, []Mount{{"/a", "/b", true}, {"/c", "/d", false}}) {
+		t.Errorf("with %v, mounts %v", r.With, r.Mounts)
+	}
+	for _, bad := range []string{
+		"with: [../etc/passwd]", "with: [/dev/mem]", "mounts: [\"/a\"]", "mounts: [\"a:/b\"]", "mounts: [\"/a:/b:rx\"]", "with: nvidiactl",
+	} {
+		if _, err := Parse("r.yaml", []byte("version: v1\nrules:\n  - match: ^a$\n    "+bad+"\n")); err == nil {
+			t.Errorf("accepted %s", bad)
 		}
 	}
 }

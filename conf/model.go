@@ -96,6 +96,12 @@ type Rule struct {
 	// it matches, each with IDs of its own derived from its stable identity
 	// (serial, else physical path), instead of a resource per device.
 	Class string
+	// With are companion nodes every allocation also gets (a GPU's
+	// nvidiactl and nvidia-uvm): a required one missing makes the device
+	// unhealthy, an optional one is left out.
+	With []Companion
+	// Mounts are host paths mounted into the container with the device.
+	Mounts []Mount
 	// ContainerPath is where the node appears in the container (for a
 	// directory, where the directory does); "" keeps the host's /dev path.
 	ContainerPath string
@@ -181,6 +187,18 @@ func (r *Rule) selector() string {
 // describe names the rule in messages: its position and match.
 func (r *Rule) describe() string {
 	return r.Pos.String() + " (" + strconv.Quote(r.Match) + ")"
+}
+
+// Companion is a node that goes with a rule's device in every allocation.
+type Companion struct {
+	Path     string // relative to the device root: "nvidiactl"
+	Optional bool   // written with a trailing "?"
+}
+
+// Mount is a host path a container gets with the device.
+type Mount struct {
+	HostPath, ContainerPath string
+	ReadOnly                bool
 }
 
 // Config is a validated rule set.

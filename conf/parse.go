@@ -87,6 +87,7 @@ type rawValue struct {
 	num  int64             // for integer fields
 	b    bool              // for boolean fields
 	m    map[string]string // for string-to-string map fields
+	list []string          // for string-list fields
 }
 
 // rawRule is one rule as a decoder found it, type-checked but not
@@ -99,6 +100,7 @@ type rawRule struct {
 	subsystem, props, attrs   rawValue
 	containerPath, links, env rawValue
 	describe, class           rawValue
+	with, mounts              rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -116,6 +118,8 @@ const (
 	keyEnv         = "env"
 	keyDescribe    = "describe_env"
 	keyClass       = "class"
+	keyWith        = "with"
+	keyMounts      = "mounts"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -241,6 +245,30 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 				r.Class = c.str
 			}
 		}
+		if w := raw.with; w.bad {
+			ok = false
+		} else if w.set {
+			for _, p := range w.list {
+				c := Companion{Path: strings.TrimSuffix(p, "?"), Optional: strings.HasSuffix(p, "?")}
+				if !fs.ValidPath(c.Path) || c.Path == "." {
+					bad(w, keyWith, fmt.Sprintf("%q is not a path below the device root (nvidiactl, snd/controlC0; a trailing ? makes it optional)", p))
+					continue
+				}
+				r.With = append(r.With, c)
+			}
+		}
+		if mt := raw.mounts; mt.bad {
+			ok = false
+		} else if mt.set {
+			for _, spec := range mt.list {
+				m, msg := parseMount(spec)
+				if msg != "" {
+					bad(mt, keyMounts, msg)
+					continue
+				}
+				r.Mounts = append(r.Mounts, m)
+			}
+		}
 		if de := raw.describe; de.bad {
 			ok = false
 		} else if de.set {
@@ -356,6 +384,30 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 		rules = append(rules, r)
 	}
 	return rules
+}
+
+// parseMount reads "HOST:CONTAINER" or "HOST:CONTAINER:ro|rw".
+func parseMount(spec string) (Mount, string) {
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return Mount{}, fmt.Sprintf("%q is not HOST:CONTAINER[:ro]", spec)
+	}
+	m := Mount{HostPath: parts[0], ContainerPath: parts[1]}
+	for _, p := range []string{m.HostPath, m.ContainerPath} {
+		if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+			return Mount{}, fmt.Sprintf("%q: %q must be a clean absolute path other than /", spec, p)
+		}
+	}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			m.ReadOnly = true
+		case "rw":
+		default:
+			return Mount{}, fmt.Sprintf("%q: the mode is ro or rw, not %q", spec, parts[2])
+		}
+	}
+	return m, ""
 }
 
 // envNameRE is a portable environment variable name.

@@ -109,6 +109,10 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.describe = tomlBool(l, v, field, line)
 			case keyClass:
 				raw.class = tomlString(l, v, field, line)
+			case keyWith:
+				raw.with = tomlStringList(l, v, field, line)
+			case keyMounts:
+				raw.mounts = tomlStringList(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}
@@ -126,6 +130,24 @@ func sortedKeys(m map[string]any) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func tomlStringList(l *errorList, v any, field string, line int) rawValue {
+	items, ok := v.([]any)
+	if !ok {
+		l.add(line, field, "must be an array of strings, got "+tomlKind(v))
+		return rawValue{bad: true, line: line}
+	}
+	out := rawValue{set: true, line: line}
+	for i, item := range items {
+		s := tomlString(l, item, field+"["+strconv.Itoa(i)+"]", line)
+		if s.bad {
+			out.bad = true
+			continue
+		}
+		out.list = append(out.list, s.str)
+	}
+	return out
 }
 
 func tomlStringMap(l *errorList, v any, field string, line int) rawValue {

@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass, keyWith, keyMounts}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -152,6 +152,10 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.describe = yamlBool(l, kv.val, field)
 			case keyClass:
 				raw.class = yamlString(l, kv.val, field)
+			case keyWith:
+				raw.with = yamlStringList(l, kv.val, field)
+			case keyMounts:
+				raw.mounts = yamlStringList(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)
@@ -204,6 +208,24 @@ func yamlString(l *errorList, n *yaml.Node, field string) rawValue {
 		return rawValue{bad: true, line: n.Line}
 	}
 	return rawValue{set: true, line: n.Line, str: n.Value}
+}
+
+// yamlStringList type-checks a sequence of strings.
+func yamlStringList(l *errorList, n *yaml.Node, field string) rawValue {
+	if n.Kind != yaml.SequenceNode {
+		l.add(n.Line, field, "must be a list of strings, got "+yamlKind(n))
+		return rawValue{bad: true, line: n.Line}
+	}
+	v := rawValue{set: true, line: n.Line}
+	for i, item := range n.Content {
+		s := yamlString(l, deref(item), field+"["+strconv.Itoa(i)+"]")
+		if s.bad {
+			v.bad = true
+			continue
+		}
+		v.list = append(v.list, s.str)
+	}
+	return v
 }
 
 // yamlStringMap type-checks a mapping of names to string values.

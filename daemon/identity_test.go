@@ -258,3 +258,39 @@ func TestNUMATopology(t *testing.T) {
 			devs[0].GetTopology().GetNodes()[0].GetID() == 1
 	})
 }
+
+// A GPU node with its shared control nodes as one unit: companions and
+// mounts come with every allocation; a required companion missing makes
+// the device unhealthy, an optional one is left out.
+func TestCompanionsAndMounts(t *testing.T) {
+	rules := "version: v1\nrules:\n  - match: ^nvidia[0-9]+$\n    with: [nvidiactl, nvidia-uvm, \"nvidia-uvm-tools?\"]\n" +
+		"    mounts: [\"/usr/lib/nvidia:/usr/local/nvidia/lib:ro\"]\n"
+	h := newHarness(t, rules, nil)
+	h.dev.set("nvidia0", charDev)
+	h.dev.set("nvidiactl", charDev)
+	h.events.fire("add", "nvidia0")
+	const res = "smarter-devices/nvidia0"
+	h.waitFor(res, "unhealthy without nvidia-uvm", health(1, pluginapi.Unhealthy))
+	h.dev.set("nvidia-uvm", charDev)
+	h.events.fire("add", "nvidia-uvm")
+	h.waitFor(res, "healthy with its companions", health(1, pluginapi.Healthy))
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.ContainerResponses[0]
+	var paths []string
+	for _, s := range c.Devices {
+		paths = append(paths, s.ContainerPath)
+	}
+	if want := []string{"/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"}; !slices.Equal(paths, want) {
+		t.Errorf("devices %v, want %v (the optional nvidia-uvm-tools is absent)", paths, want)
+	}
+	if len(c.Mounts) != 1 || c.Mounts[0].HostPath != "/usr/lib/nvidia" || c.Mounts[0].ContainerPath != "/usr/local/nvidia/lib" || !c.Mounts[0].ReadOnly {
+		t.Errorf("mounts %v", c.Mounts)
+	}
+}

@@ -144,7 +144,15 @@ func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) 
 			continue
 		}
 		why := ""
-		if res.GPU == "" && !rule.AllowDangerous {
+		if !rule.AllowDangerous {
+			for _, c := range rule.With {
+				if why = s.hazard(c.Path, modes[c.Path]); why != "" {
+					why = "its companion " + c.Path + ": " + why
+					break
+				}
+			}
+		}
+		if why == "" && res.GPU == "" && !rule.AllowDangerous {
 			why = s.hazard(res.Path, modes[res.Path])
 			if why == "" && res.Dir {
 				prefix := res.Path + "/"

@@ -62,6 +62,24 @@ func buildSnapshot(res conf.Resource, rule *conf.Rule, dev conf.Device, nodes []
 		}
 	}
 
+	// Companions: every allocation gets them; a required one missing
+	// leaves the device unusable, so it is advertised unhealthy.
+	for _, c := range rule.With {
+		if !filepath.IsLocal(c.Path) {
+			continue
+		}
+		if slices.ContainsFunc(nodes, func(n hotplug.Node) bool { return n.Path == c.Path && !n.Dir }) {
+			add(c.Path, path.Join("/dev", c.Path))
+		} else if !c.Optional {
+			for i := range snap.Devices {
+				snap.Devices[i].Healthy = false
+			}
+		}
+	}
+	for _, m := range rule.Mounts {
+		snap.Mounts = append(snap.Mounts, plugin.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+	}
+
 	var links []string
 	if id, ok := dev.Ident.(*lazyIdent); ok && !res.Dir && (rule.ExposeLinks || rule.DescribeEnv) {
 		id.load()
@@ -168,5 +186,6 @@ func absentSnapshot(res conf.Resource, last plugin.Snapshot) plugin.Snapshot {
 
 func snapshotsEqual(a, b plugin.Snapshot) bool {
 	return slices.Equal(a.Devices, b.Devices) && slices.Equal(a.Specs, b.Specs) && maps.Equal(a.Envs, b.Envs) &&
+		slices.Equal(a.Mounts, b.Mounts) &&
 		maps.EqualFunc(a.PerDevice, b.PerDevice, slices.Equal[[]plugin.DeviceSpec])
 }

@@ -76,6 +76,12 @@ type DeviceSpec struct {
 	Permissions   string // cgroup permissions: some of "r", "w", "m"
 }
 
+// Mount is a host path mounted into a container.
+type Mount struct {
+	HostPath, ContainerPath string
+	ReadOnly                bool
+}
+
 // Snapshot is the whole state of one resource. The server keeps its own
 // copy; the caller may reuse its slices and map after Update returns.
 type Snapshot struct {
@@ -87,6 +93,8 @@ type Snapshot struct {
 	// Envs is the environment Allocate returns for a container
 	// (e.g. NVIDIA_VISIBLE_DEVICES).
 	Envs map[string]string
+	// Mounts are host paths Allocate mounts into a container.
+	Mounts []Mount
 	// PerDevice holds the specs of IDs that stand for different devices
 	// (a class resource: one ID per adapter): Allocate adds those of every
 	// ID it hands out, after Specs.
@@ -98,6 +106,7 @@ func (s Snapshot) clone() Snapshot {
 		Devices: slices.Clone(s.Devices),
 		Specs:   slices.Clone(s.Specs),
 		Envs:    maps.Clone(s.Envs),
+		Mounts:  slices.Clone(s.Mounts),
 		PerDevice: func() map[string][]DeviceSpec {
 			if s.PerDevice == nil {
 				return nil
@@ -115,6 +124,7 @@ func (s Snapshot) equal(o Snapshot) bool {
 	return slices.Equal(s.Devices, o.Devices) &&
 		slices.Equal(s.Specs, o.Specs) &&
 		maps.Equal(s.Envs, o.Envs) &&
+		slices.Equal(s.Mounts, o.Mounts) &&
 		maps.EqualFunc(s.PerDevice, o.PerDevice, slices.Equal[[]DeviceSpec])
 }
 

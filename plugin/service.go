@@ -142,6 +142,9 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 				add(sp)
 			}
 		}
+		for _, m := range st.snap.Mounts {
+			car.Mounts = append(car.Mounts, &pluginapi.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+		}
 		resp.ContainerResponses = append(resp.ContainerResponses, car)
 		s.log.Info().Strs("devices", cr.GetDevicesIds()).Int("specs", len(car.Devices)).Msg("allocated")
 	}
