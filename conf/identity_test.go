@@ -215,12 +215,16 @@ func TestClassResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clone := fakeIdent{props: map[string]string{"ID_PATH": "pci-0000:00:14.0-usb-0:2"}}
+	// A model without serial numbers: udev's ID_SERIAL is only vendor_model.
+	clone := func(port string) fakeIdent {
+		return fakeIdent{props: map[string]string{"ID_SERIAL": "1a86_USB_Serial", "ID_PATH": "pci-0000:00:14.0-usb-0:" + port}}
+	}
 	res, warns := cfg.Resolve("smarter-devices", []Device{
-		{Path: "ttyUSB0", Ident: fakeIdent{props: map[string]string{"ID_SERIAL": "FTDI_A1"}}},
-		{Path: "ttyUSB1", Ident: clone},
-		{Path: "ttyUSB2", Ident: clone}, // a clone claiming the same identity
-		{Path: "ttyUSB3"},               // identity unknown: its path
+		{Path: "ttyUSB0", Ident: fakeIdent{props: map[string]string{"ID_SERIAL": "FTDI_A1", "ID_SERIAL_SHORT": "A1"}}},
+		{Path: "ttyUSB1", Ident: clone("2")},
+		{Path: "ttyUSB2", Ident: clone("3")}, // a clone: told apart by its port
+		{Path: "ttyUSB3"},                    // identity unknown: its path
+		{Path: "ttyUSB4", Ident: clone("3")}, // a second node of the device on port 3
 		{Path: "video0"},
 	}, nil)
 	if len(res) != 2 || res[0].Name != "smarter-devices/usb-serial" || res[1].Name != "smarter-devices/video0" {
@@ -230,12 +234,15 @@ func TestClassResolve(t *testing.T) {
 	for _, m := range res[0].Members {
 		keys = append(keys, m.Key)
 	}
-	want := []string{"FTDI_A1", "pci-0000_00_14.0-usb-0_2", "pci-0000_00_14.0-usb-0_2_ttyUSB2", "ttyUSB3"}
+	want := []string{"FTDI_A1", "pci-0000_00_14.0-usb-0_2", "pci-0000_00_14.0-usb-0_3", "ttyUSB3"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("member keys %v, want %v", keys, want)
 	}
-	if len(warns) != 1 || warns[0].Device != "ttyUSB2" {
-		t.Errorf("warnings %v; want one naming the clone ttyUSB2", warns)
+	if o := res[0].Members[2].Others; len(o) != 1 || o[0].Path != "ttyUSB4" {
+		t.Errorf("the device on port 3 has other nodes %v, want ttyUSB4", o)
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings %v", warns)
 	}
 	if got := (Member{Key: "K"}).IDs(3); !reflect.DeepEqual(got, []string{"K-0", "K-1", "K-2"}) {
 		t.Errorf("IDs(3) = %v", got)

@@ -45,11 +45,15 @@ type Resource struct {
 	Members []Member
 }
 
-// Member is one device of a class resource.
+// Member is one physical device of a class resource: one allocatable
+// unit, with every node it has (a camera's video0 and video1).
 type Member struct {
 	Device
-	// Key is the device's stable identity: its serial (ID_SERIAL), else its
-	// physical path (ID_PATH), else its sysfs path, else its node path.
+	// Others are the device's further nodes: those with the same Key.
+	Others []Device
+	// Key is the device's stable identity: its serial (udev's ID_SERIAL,
+	// when the device has a serial number at all: ID_SERIAL_SHORT), else
+	// its physical path (ID_PATH), else its sysfs path, else its node path.
 	// Its device IDs are derived from it, so they survive renumbering and
 	// daemon restarts, and a different device never gets them.
 	Key string
@@ -162,16 +166,15 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 				Count:       r.Count,
 				Permissions: r.Permissions,
 			}
-			keys := map[string]string{}
+			byKey := map[string]int{}
 			for _, d := range devs {
 				key := memberKey(d)
-				if other, dup := keys[key]; dup {
-					// Two devices claiming one identity (clones without a
-					// serial): the second is told apart by its path.
-					warns = append(warns, Warning{d.Path, fmt.Sprintf("has the same identity %q as %s in class %q; told apart by its path", key, other, r.Class)})
-					key += "_" + sanitize(d.Path)
+				if i, same := byKey[key]; same {
+					// Another node of the same physical device.
+					res.Members[i].Others = append(res.Members[i].Others, d)
+					continue
 				}
-				keys[key] = d.Path
+				byKey[key] = len(res.Members)
 				res.Members = append(res.Members, Member{Device: d, Key: key})
 			}
 			claim(r.Class, res)
@@ -232,7 +235,15 @@ func (r *Rule) namePart(d Device) (string, error) {
 // memberKey is a class member's stable identity, usable as a device ID.
 func memberKey(d Device) string {
 	if d.Ident != nil {
-		for _, p := range []string{"ID_SERIAL", "ID_PATH", "DEVPATH"} {
+		// udev's ID_SERIAL is vendor_model_serial, or only vendor_model for
+		// a device without a serial number: then it names a model, not a
+		// device, and clones would share it.
+		if short, ok := d.Ident.Property("ID_SERIAL_SHORT"); ok && short != "" {
+			if v, ok := d.Ident.Property("ID_SERIAL"); ok && v != "" {
+				return idSafe(v)
+			}
+		}
+		for _, p := range []string{"ID_PATH", "DEVPATH"} {
 			if v, ok := d.Ident.Property(p); ok && v != "" {
 				return idSafe(v)
 			}

@@ -31,6 +31,10 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 		one.Path, one.Dir, one.Members = m.Path, m.Dir, nil
 		one.Count = 1
 		own := buildSnapshot(one, rule, m.Device, nodes, d.opts.DevRoot, true)
+		for _, o := range m.Others { // the device's other nodes
+			one.Path, one.Dir = o.Path, o.Dir
+			own.Specs = append(own.Specs, buildSnapshot(one, rule, o, nodes, d.opts.DevRoot, true).Specs...)
+		}
 		old, ok := members[m.Key]
 		switch {
 		case !ok:

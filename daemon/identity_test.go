@@ -294,3 +294,46 @@ func TestCompanionsAndMounts(t *testing.T) {
 		t.Errorf("mounts %v", c.Mounts)
 	}
 }
+
+// camera adds a USB camera's two V4L2 nodes (video<2n>, video<2n+1>, 81:x)
+// below one USB interface, as the kernel makes them, with udev's ID_PATH.
+func camera(h *harness, sys, run *devFS, n int) {
+	usb := fmt.Sprintf("devices/pci0000:00/0000:00:14.0/usb1/1-%d/1-%d:1.0", n+1, n+1)
+	for _, minor := range []int{2 * n, 2*n + 1} {
+		name := fmt.Sprintf("video%d", minor)
+		dev := usb + "/video4linux/" + name
+		sys.put(fmt.Sprintf("dev/char/81:%d", minor), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
+		sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=81\nMINOR=%d\nDEVNAME=%s\n", minor, name))})
+		run.put(fmt.Sprintf("udev/data/c81:%d", minor), &fstest.MapFile{Data: []byte(fmt.Sprintf("E:ID_PATH=pci-0000:00:14.0-usb-0:%d:1.0\nE:ID_SERIAL=Cam_Model\n", n+1))})
+		h.dev.put(name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(81, uint32(minor))}})
+	}
+}
+
+// A USB camera's nodes are one allocatable unit of a class: one ID per
+// camera (two cameras of a model without serial numbers told apart by the
+// port), and a pod given it gets both nodes.
+func TestCameraNodesAreOneUnit(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^video[0-9]+$\n    class: camera\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
+	camera(h, sys, run, 0)
+	camera(h, sys, run, 1)
+	h.events.fire("add", "video3")
+	const res = "smarter-devices/camera"
+	h.waitFor(res, "two cameras, one ID each", health(2, pluginapi.Healthy))
+	devs := h.kubelet.Devices(res)
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{devs[1].ID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range resp.ContainerResponses[0].Devices {
+		paths = append(paths, s.HostPath)
+	}
+	if !slices.Equal(paths, []string{"/dev/video2", "/dev/video3"}) {
+		t.Errorf("camera %s allocates %v, want both of its nodes", devs[1].ID, paths)
+	}
+}

@@ -130,7 +130,13 @@ func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) 
 			// A class: refuse members one by one.
 			var ok []conf.Member
 			for _, m := range res.Members {
-				if why := s.hazard(m.Path, modes[m.Path]); why != "" && !rule.AllowDangerous {
+				why := s.hazard(m.Path, modes[m.Path])
+				for _, o := range m.Others {
+					if why == "" {
+						why = s.hazard(o.Path, modes[o.Path])
+					}
+				}
+				if why != "" && !rule.AllowDangerous {
 					warns = append(warns, conf.Warning{Device: m.Path, Msg: fmt.Sprintf(
 						"refused: %s; rule %s (%q) must say allow_dangerous: true to expose it", why, rule.Pos, rule.Match)})
 					continue
