@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -251,5 +252,74 @@ func TestIdentityScanAndEventAgree(t *testing.T) {
 		if code := d.stop(t); code != 0 {
 			t.Errorf("exit status %d", code)
 		}
+	}
+}
+
+// udevd's symlinks reach the container: a udev rule of the test's own
+// (a runtime rule in /run/udev/rules.d, removed afterwards) gives each zram
+// device a link; with expose_links the container gets it, pointing at the
+// real node, read from udev's database exactly as for a by-id link.
+func TestUdevLinksExposed(t *testing.T) {
+	testkernel.RequireZram(t)
+	testkernel.Udevd(t)
+	const rulesDir = "/run/udev/rules.d"
+	ruleFile := filepath.Join(rulesDir, "99-smarter-device-manager-test.rules")
+	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ruleFile, []byte(`KERNEL=="zram*", SYMLINK+="sdm-test/by-name/%k"`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload := func() {
+		if out, err := exec.Command("udevadm", "control", "--reload").CombinedOutput(); err != nil {
+			t.Errorf("udevadm control --reload: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(func() {
+		os.Remove(ruleFile)
+		reload()
+	})
+	reload()
+
+	dir := testutil.ShortTempDir(t)
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("version: v1\nrules:\n  - match: ^zram[0-9]+$\n    expose_links: true\n    describe_env: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	d := startDaemon(t, "--config", rules, "--plugin-dir", dir, "--uevent-source", "udev", "--resync", "1h", "--log-level", "debug")
+	d.waitLog(t, "uevent monitor listening")
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	waitFor(t, k, res, "healthy", allHealth(1, pluginapi.Healthy))
+	client, err := k.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := fmt.Sprintf("/dev/sdm-test/by-name/zram%d", n)
+	node := fmt.Sprintf("/dev/zram%d", n)
+	// The udev event (and so the database entry) may land just after the
+	// kernel's: wait for the link in the allocation.
+	var got []string
+	testutil.Eventually(t, 20*time.Second, "the udev link in the allocation", func() bool {
+		resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, s := range resp.ContainerResponses[0].Devices {
+			got = append(got, s.HostPath+"→"+s.ContainerPath)
+		}
+		return slices.Contains(got, node+"→"+link)
+	})
+	if !slices.Contains(got, node+"→"+node) {
+		t.Errorf("specs %v lack the node itself", got)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status %d", code)
 	}
 }
