@@ -102,6 +102,9 @@ type Rule struct {
 	With []Companion
 	// Mounts are host paths mounted into the container with the device.
 	Mounts []Mount
+	// CDI hands the device to the container runtime as a CDI device (a
+	// spec file the daemon writes) instead of device specs.
+	CDI bool
 	// ContainerPath is where the node appears in the container (for a
 	// directory, where the directory does); "" keeps the host's /dev path.
 	ContainerPath string

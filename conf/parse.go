@@ -100,7 +100,7 @@ type rawRule struct {
 	subsystem, props, attrs   rawValue
 	containerPath, links, env rawValue
 	describe, class           rawValue
-	with, mounts              rawValue
+	with, mounts, cdi         rawValue
 }
 
 // Field names per format. Legacy files spell match and count the old way.
@@ -120,6 +120,7 @@ const (
 	keyClass       = "class"
 	keyWith        = "with"
 	keyMounts      = "mounts"
+	keyCDI         = "cdi"
 	keyLegacyMatch = "devicematch"
 	keyLegacyCount = "nummaxdevices"
 	keyVersion     = "version"
@@ -268,6 +269,11 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 				}
 				r.Mounts = append(r.Mounts, m)
 			}
+		}
+		if c := raw.cdi; c.bad {
+			ok = false
+		} else if c.set {
+			r.CDI = c.b
 		}
 		if de := raw.describe; de.bad {
 			ok = false

@@ -113,6 +113,8 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				raw.with = tomlStringList(l, v, field, line)
 			case keyMounts:
 				raw.mounts = tomlStringList(l, v, field, line)
+			case keyCDI:
+				raw.cdi = tomlBool(l, v, field, line)
 			default:
 				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
 			}

@@ -20,7 +20,7 @@ var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // listed in messages.
 var (
 	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass, keyWith, keyMounts}
+	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass, keyWith, keyMounts, keyCDI}
 	v1TopKeys      = []string{keyVersion, "rules"}
 )
 
@@ -156,6 +156,8 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 				raw.with = yamlStringList(l, kv.val, field)
 			case keyMounts:
 				raw.mounts = yamlStringList(l, kv.val, field)
+			case keyCDI:
+				raw.cdi = yamlBool(l, kv.val, field)
 			}
 		}
 		raws = append(raws, raw)

@@ -35,6 +35,7 @@ type Options struct {
 	DevRoot   string // default /dev
 	SysRoot   string // default /sys
 	RunDir    string // default /run: udev's database is RunDir/udev/data
+	CDIDir    string // default /var/run/cdi: spec files for rules with cdi: true
 	PluginDir string // default /var/lib/kubelet/device-plugins
 	Prefix    string // resource-name prefix, default "smarter-devices"
 
@@ -75,6 +76,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.RunDir == "" {
 		o.RunDir = "/run"
+	}
+	if o.CDIDir == "" {
+		o.CDIDir = "/var/run/cdi"
 	}
 	if o.PluginDir == "" {
 		o.PluginDir = "/var/lib/kubelet/device-plugins"
@@ -431,6 +435,8 @@ func (d *daemon) logWarnings(warns []conf.Warning) {
 }
 
 func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snapshot) {
+	snap.CDIKind = d.cdiKindFor(res)
+	d.writeCDI(snap)
 	srvCtx, cancel := context.WithCancel(ctx)
 	// plugin.Server tags its own log lines with the resource.
 	log := d.log.With().Str("resource", res.Name).Logger()
@@ -458,11 +464,47 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 }
 
 func (d *daemon) update(r *running, snap plugin.Snapshot) {
+	snap.CDIKind = d.cdiKindFor(r.res)
 	if snapshotsEqual(r.snap, snap) {
 		return
 	}
+	d.writeCDI(snap)
 	r.snap = snap
 	r.srv.Update(snap)
+}
+
+// cdiKindFor is the CDI kind of a resource whose rule says cdi: true, or
+// "" (also, with a warning, when the name cannot be a CDI kind).
+func (d *daemon) cdiKindFor(res conf.Resource) string {
+	if res.Rule >= len(d.cfg.Rules) || !d.cfg.Rules[res.Rule].CDI {
+		return ""
+	}
+	kind, err := cdiKind(res.Name)
+	if err != nil {
+		d.logWarnings([]conf.Warning{{Device: res.Path, Msg: "no CDI: " + err.Error()}})
+		return ""
+	}
+	return kind
+}
+
+// writeCDI writes a snapshot's CDI spec before any allocation can name it.
+func (d *daemon) writeCDI(snap plugin.Snapshot) {
+	if snap.CDIKind == "" {
+		return
+	}
+	if err := writeCDISpec(d.opts.CDIDir, snap.CDIKind, snap); err != nil {
+		d.log.Error().Err(err).Str("dir", d.opts.CDIDir).Msg("cannot write CDI spec")
+	}
+}
+
+// removeCDI removes a stopped resource's CDI spec.
+func (d *daemon) removeCDI(snap plugin.Snapshot) {
+	if snap.CDIKind == "" {
+		return
+	}
+	if err := os.Remove(cdiFile(d.opts.CDIDir, snap.CDIKind)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.Warn().Err(err).Msg("cannot remove CDI spec")
+	}
 }
 
 // stop ends one server and waits for it, so its socket is gone before a
@@ -473,6 +515,7 @@ func (d *daemon) stop(name string) {
 	delete(d.servers, name)
 	r.cancel()
 	<-r.done
+	d.removeCDI(r.snap)
 }
 
 func (d *daemon) stopAll() {
@@ -480,6 +523,9 @@ func (d *daemon) stopAll() {
 		r.cancel()
 	}
 	d.serveWG.Wait()
+	for _, r := range d.servers {
+		d.removeCDI(r.snap)
+	}
 	d.log.Info().Int("resources", len(d.servers)).Msg("stopped every plugin server")
 	clear(d.servers)
 }

@@ -95,6 +95,10 @@ type Snapshot struct {
 	Envs map[string]string
 	// Mounts are host paths Allocate mounts into a container.
 	Mounts []Mount
+	// CDIKind, when set ("vendor/class"), makes Allocate name CDI devices
+	// (kind=ID) for the runtime to apply from its spec file, instead of
+	// returning specs, environment and mounts itself.
+	CDIKind string
 	// PerDevice holds the specs of IDs that stand for different devices
 	// (a class resource: one ID per adapter): Allocate adds those of every
 	// ID it hands out, after Specs.
@@ -107,6 +111,7 @@ func (s Snapshot) clone() Snapshot {
 		Specs:   slices.Clone(s.Specs),
 		Envs:    maps.Clone(s.Envs),
 		Mounts:  slices.Clone(s.Mounts),
+		CDIKind: s.CDIKind,
 		PerDevice: func() map[string][]DeviceSpec {
 			if s.PerDevice == nil {
 				return nil
@@ -124,7 +129,7 @@ func (s Snapshot) equal(o Snapshot) bool {
 	return slices.Equal(s.Devices, o.Devices) &&
 		slices.Equal(s.Specs, o.Specs) &&
 		maps.Equal(s.Envs, o.Envs) &&
-		slices.Equal(s.Mounts, o.Mounts) &&
+		slices.Equal(s.Mounts, o.Mounts) && s.CDIKind == o.CDIKind &&
 		maps.EqualFunc(s.PerDevice, o.PerDevice, slices.Equal[[]DeviceSpec])
 }
 

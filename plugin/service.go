@@ -118,6 +118,15 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 				return nil, status.Errorf(codes.FailedPrecondition, "device %q of resource %q is unhealthy", id, s.opts.ResourceName)
 			}
 		}
+		if st.snap.CDIKind != "" {
+			car := &pluginapi.ContainerAllocateResponse{}
+			for _, id := range cr.GetDevicesIds() {
+				car.CdiDevices = append(car.CdiDevices, &pluginapi.CDIDevice{Name: st.snap.CDIKind + "=" + id})
+			}
+			resp.ContainerResponses = append(resp.ContainerResponses, car)
+			s.log.Info().Strs("devices", cr.GetDevicesIds()).Str("cdi", st.snap.CDIKind).Msg("allocated")
+			continue
+		}
 		car := &pluginapi.ContainerAllocateResponse{
 			Envs:    maps.Clone(st.snap.Envs),
 			Devices: make([]*pluginapi.DeviceSpec, 0, len(st.snap.Specs)),

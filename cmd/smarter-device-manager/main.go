@@ -52,6 +52,7 @@ type flags struct {
 	logFormat    string
 	logLevel     string
 	debugAddr    string
+	cdiDir       string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -69,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
+	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n\n"+
@@ -197,6 +199,7 @@ func run(args []string, stderr io.Writer) int {
 		DevRoot:     f.devRoot,
 		SysRoot:     f.sysRoot,
 		RunDir:      f.runDir,
+		CDIDir:      f.cdiDir,
 		PluginDir:   f.pluginDir,
 		Prefix:      f.prefix,
 		RemoveAfter: f.removeAfter,

@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/smarter-project/smarter-device-manager/plugin"
+)
+
+// cdiClassRE is what a CDI kind's class may be (the CDI spec's rule).
+var cdiClassRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+
+// cdiKind is the CDI kind of a resource: "<prefix>/<name part>".
+func cdiKind(resource string) (string, error) {
+	vendor, class, _ := strings.Cut(resource, "/")
+	if !cdiClassRE.MatchString(class) {
+		return "", fmt.Errorf("resource %q: %q cannot be a CDI class", resource, class)
+	}
+	return vendor + "/" + class, nil
+}
+
+// cdiFile is where a resource's CDI spec lives in dir.
+func cdiFile(dir, kind string) string {
+	return filepath.Join(dir, strings.ReplaceAll(kind, "/", "-")+".json")
+}
+
+// writeCDISpec writes the CDI spec of a snapshot: one CDI device per ID,
+// with the nodes, environment and mounts Allocate would have returned.
+// It is replaced atomically and readable by all (0644), as runtimes read
+// it when they create a container.
+func writeCDISpec(dir, kind string, snap plugin.Snapshot) error {
+	spec := &cdispec.Spec{Kind: kind}
+	var env []string
+	for k, v := range snap.Envs {
+		env = append(env, k+"="+v)
+	}
+	var mounts []*cdispec.Mount
+	for _, m := range snap.Mounts {
+		opts := []string{"bind", "rw"}
+		if m.ReadOnly {
+			opts = []string{"bind", "ro"}
+		}
+		mounts = append(mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
+	}
+	for _, d := range snap.Devices {
+		var nodes []*cdispec.DeviceNode
+		for _, s := range append(append([]plugin.DeviceSpec(nil), snap.Specs...), snap.PerDevice[d.ID]...) {
+			nodes = append(nodes, &cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions})
+		}
+		spec.Devices = append(spec.Devices, cdispec.Device{
+			Name:           d.ID,
+			ContainerEdits: cdispec.ContainerEdits{DeviceNodes: nodes, Env: env, Mounts: mounts},
+		})
+	}
+	version, err := cdispec.MinimumRequiredVersion(spec)
+	if err != nil {
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	spec.Version = version
+	data, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("CDI spec dir: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".smarter-*.tmp")
+	if err != nil {
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	if err := os.Rename(tmp.Name(), cdiFile(dir, kind)); err != nil {
+		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	}
+	return nil
+}

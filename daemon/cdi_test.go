@@ -1,0 +1,66 @@
+package daemon
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
+)
+
+// cdi: true names CDI devices in Allocate and writes their spec (0644) for
+// the runtime; the spec goes when the resource does.
+func TestCDI(t *testing.T) {
+	cdiDir := filepath.Join(testutil.ShortTempDir(t), "cdi")
+	rules := "version: v1\nrules:\n  - match: ^null$\n    count: 2\n    cdi: true\n    env: {A: b}\n    mounts: [\"/etc/hostname:/etc/node-name:ro\"]\n"
+	h := newHarness(t, rules, func(o *Options) {
+		o.DevFS = os.DirFS("/dev")
+		o.CDIDir = cdiDir
+	})
+	const res = "smarter-devices/null"
+	h.waitFor(res, "served", health(2, pluginapi.Healthy))
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := resp.ContainerResponses[0]
+	if len(c.CdiDevices) != 1 || c.CdiDevices[0].Name != "smarter-devices/null=1" || len(c.Devices) != 0 {
+		t.Errorf("allocation %v; want only the CDI device smarter-devices/null=1", c)
+	}
+	file := filepath.Join(cdiDir, "smarter-devices-null.json")
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o644 {
+		t.Errorf("spec mode %v, want 0644", fi.Mode().Perm())
+	}
+	raw, _ := os.ReadFile(file)
+	var spec cdispec.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		t.Fatal(err)
+	}
+	if spec.Kind != "smarter-devices/null" || len(spec.Devices) != 2 || spec.Devices[1].Name != "1" {
+		t.Fatalf("spec %s", raw)
+	}
+	edits := spec.Devices[1].ContainerEdits
+	if len(edits.DeviceNodes) != 1 || edits.DeviceNodes[0].Path != "/dev/null" || edits.DeviceNodes[0].HostPath != "/dev/null" ||
+		len(edits.Env) != 1 || edits.Env[0] != "A=b" || len(edits.Mounts) != 1 || edits.Mounts[0].Options[1] != "ro" {
+		t.Errorf("device 1's edits: %s", raw)
+	}
+	if err := cdispec.ValidateVersion(&spec); err != nil {
+		t.Errorf("spec version: %v", err)
+	}
+	h.stop()
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("spec still there after the daemon stopped: %v", err)
+	}
+}
