@@ -337,3 +337,45 @@ func TestCameraNodesAreOneUnit(t *testing.T) {
 		t.Errorf("camera %s allocates %v, want both of its nodes", devs[1].ID, paths)
 	}
 }
+
+// alsaCard adds sound card n's nodes below /dev/snd (116:x), each in sysfs
+// below the card's PCI function, with udev's ID_PATH of the card.
+func alsaCard(h *harness, sys, run *devFS, n int, names ...string) {
+	card := fmt.Sprintf("devices/pci0000:00/0000:00:1f.%d/sound/card%d", n, n)
+	for i, name := range names {
+		minor := 32*n + i
+		dev := card + "/" + name
+		sys.put(fmt.Sprintf("dev/char/116:%d", minor), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
+		sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=116\nMINOR=%d\nDEVNAME=snd/%s\n", minor, name))})
+		run.put(fmt.Sprintf("udev/data/c116:%d", minor), &fstest.MapFile{Data: []byte(fmt.Sprintf("E:ID_PATH=pci-0000:00:1f.%d\n", n))})
+		h.dev.put("snd/"+name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(116, uint32(minor))}})
+	}
+}
+
+// An ALSA card's nodes are one unit: a pod given card 1 gets its control
+// and PCM nodes, and none of card 0's.
+func TestALSACardIsOneUnit(t *testing.T) {
+	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^snd/(controlC|pcmC)[0-9]+\n    class: sound-card\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
+	h.dev.set("snd", fs.ModeDir|0o755)
+	alsaCard(h, sys, run, 0, "controlC0", "pcmC0D0p")
+	alsaCard(h, sys, run, 1, "controlC1", "pcmC1D0c", "pcmC1D0p")
+	h.events.fire("add", "snd/controlC1")
+	const res = "smarter-devices/sound-card"
+	h.waitFor(res, "two cards", health(2, pluginapi.Healthy))
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"pci-0000_00_1f.1"}}}})
+	if err != nil {
+		t.Fatalf("Allocate card 1: %v (IDs: %v)", err, h.kubelet.Devices(res))
+	}
+	var paths []string
+	for _, s := range resp.ContainerResponses[0].Devices {
+		paths = append(paths, s.ContainerPath)
+	}
+	if want := []string{"/dev/snd/controlC1", "/dev/snd/pcmC1D0c", "/dev/snd/pcmC1D0p"}; !slices.Equal(paths, want) {
+		t.Errorf("card 1 allocates %v, want %v", paths, want)
+	}
+}
