@@ -120,14 +120,15 @@ func Run(ctx context.Context, opts Options) error {
 	defer cancel()
 
 	d := &daemon{
-		opts:    opts,
-		log:     opts.Logger,
-		cfg:     opts.Config,
-		servers: make(map[string]*running),
-		wake:    make(chan struct{}, 1),
-		kick:    make(chan struct{}, 1),
-		reg:     plugin.NewRegistrar(),
-		warned:  make(map[string]bool),
+		opts:          opts,
+		log:           opts.Logger,
+		cfg:           opts.Config,
+		servers:       make(map[string]*running),
+		wake:          make(chan struct{}, 1),
+		kick:          make(chan struct{}, 1),
+		reg:           plugin.NewRegistrar(),
+		blockVerdicts: map[string]verdict{},
+		warned:        make(map[string]bool),
 	}
 	defer d.reg.Close() // after every server has stopped (loop returns first)
 
@@ -173,7 +174,9 @@ type daemon struct {
 	kick    chan struct{}
 	reg     *plugin.Registrar // one kubelet connection for every registration
 	warned  map[string]bool   // warnings already logged, so a rescan does not repeat them
-	serveWG sync.WaitGroup
+	// blockVerdicts caches the dangerous-block-device check (see safety).
+	blockVerdicts map[string]verdict
+	serveWG       sync.WaitGroup
 }
 
 type running struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,8 +31,21 @@ var hostControl = map[string]string{
 // only when a block device is in question.
 type safety struct {
 	devRoot, pluginDir string
-	mounts             map[string]bool // "major:minor" of mounted filesystems
+	mounted            map[string]bool // kernel names of block devices holding mounted filesystems
 	mountsRead         bool
+	// verdicts remembers blockInUse per block device across state reads
+	// for ttl: sysfs directory reads cost ~0.4 ms each, too much for every
+	// uevent of a storm; a device mounted meanwhile is seen at the next
+	// resync at the latest (and refusing it later would not take it from
+	// a container that already has it).
+	verdicts map[string]verdict
+	ttl      time.Duration
+	now      time.Time
+}
+
+type verdict struct {
+	why string
+	at  time.Time
 }
 
 // hazard says why giving a container the node at rel (relative to the
@@ -52,37 +66,61 @@ func (s *safety) hazard(rel string, mode fs.FileMode) string {
 	return ""
 }
 
-// blockInUse reports a block device (or one of its partitions) that holds a
-// mounted filesystem or is held by another device (dm, md, a loop): writing
-// to it from a container corrupts the host's data.
+// blockInUse reports a block device that holds a mounted filesystem (on
+// itself or on one of its partitions) or is held by another device (dm,
+// md, a loop): writing to it from a container corrupts the host's data.
+// It runs on the hotplug path for every matched block device, so it costs
+// a stat, a readlink and one small directory read; the mount table is read
+// once per state read.
 func (s *safety) blockInUse(host string) string {
 	var st unix.Stat_t
 	if err := unix.Stat(host, &st); err != nil {
 		return "" // not a real node (a test's fake root), or gone
 	}
 	id := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if v, ok := s.verdicts[id]; ok && s.now.Sub(v.at) < s.ttl {
+		return v.why
+	}
+	why := s.checkBlock(id)
+	if s.verdicts != nil {
+		s.verdicts[id] = verdict{why: why, at: s.now}
+	}
+	return why
+}
+
+func (s *safety) checkBlock(id string) string {
+	link, err := os.Readlink("/sys/dev/block/" + id)
+	if err != nil {
+		return ""
+	}
 	if !s.mountsRead {
-		s.mounts, s.mountsRead = readMounts("/proc/self/mountinfo"), true
+		s.mounted, s.mountsRead = mountedNames(readMounts("/proc/self/mountinfo")), true
 	}
-	devs := []string{id}
-	// Its partitions: /sys/dev/block/M:m/<part>/dev.
-	sysDir := "/sys/dev/block/" + id
-	if entries, err := os.ReadDir(sysDir); err == nil {
-		for _, e := range entries {
-			if b, err := os.ReadFile(filepath.Join(sysDir, e.Name(), "dev")); err == nil {
-				devs = append(devs, strings.TrimSpace(string(b)))
-			}
-		}
+	if s.mounted[filepath.Base(link)] {
+		return "it holds a mounted filesystem"
 	}
-	for _, d := range devs {
-		if s.mounts[d] {
-			return "it holds a mounted filesystem (" + d + ")"
-		}
-		if holders, err := os.ReadDir("/sys/dev/block/" + d + "/holders"); err == nil && len(holders) > 0 {
-			return "it is in use by " + holders[0].Name()
-		}
+	if holders, err := os.ReadDir("/sys/dev/block/" + id + "/holders"); err == nil && len(holders) > 0 {
+		return "it is in use by " + holders[0].Name()
 	}
 	return ""
+}
+
+// mountedNames turns the device numbers of mounted filesystems into the
+// kernel names of the block devices that hold them and of the disks those
+// are partitions of (sysfs: …/block/vda/vda1).
+func mountedNames(ids map[string]bool) map[string]bool {
+	names := map[string]bool{}
+	for id := range ids {
+		link, err := os.Readlink("/sys/dev/block/" + id)
+		if err != nil {
+			continue // not a block device (proc, tmpfs, overlay)
+		}
+		names[filepath.Base(link)] = true
+		if parent := filepath.Base(filepath.Dir(link)); parent != "block" {
+			names[parent] = true
+		}
+	}
+	return names
 }
 
 // readMounts returns the device numbers of the filesystems in a mountinfo
@@ -117,7 +155,7 @@ func within(path, dir string) bool {
 // giving control of the host, unless their rule allows it, and says which
 // rule and node in a warning.
 func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) []conf.Resource {
-	s := &safety{devRoot: d.opts.DevRoot, pluginDir: d.opts.PluginDir}
+	s := &safety{devRoot: d.opts.DevRoot, pluginDir: d.opts.PluginDir, verdicts: d.blockVerdicts, ttl: d.opts.Resync, now: time.Now()}
 	modes := make(map[string]fs.FileMode, len(nodes))
 	for _, n := range nodes {
 		modes[n.Path] = n.Mode
@@ -179,5 +217,11 @@ func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) 
 		kept = append(kept, res)
 	}
 	d.logWarnings(warns)
+	// Forget verdicts on devices long gone, so churn cannot grow the cache.
+	for id, v := range d.blockVerdicts {
+		if s.now.Sub(v.at) > 2*s.ttl {
+			delete(d.blockVerdicts, id)
+		}
+	}
 	return kept
 }
