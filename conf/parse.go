@@ -224,13 +224,6 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			}
 		}
 
-		switch d := raw.dangerous; {
-		case d.bad:
-			ok = false
-		case d.set:
-			r.AllowDangerous = d.b
-		}
-
 		switch c := raw.class; {
 		case c.bad:
 			ok = false
@@ -270,15 +263,16 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 				r.Mounts = append(r.Mounts, m)
 			}
 		}
-		if c := raw.cdi; c.bad {
-			ok = false
-		} else if c.set {
-			r.CDI = c.b
-		}
-		if de := raw.describe; de.bad {
-			ok = false
-		} else if de.set {
-			r.DescribeEnv = de.b
+		// Boolean switches: a wrong type was reported by the decoder.
+		for _, f := range []struct {
+			v   rawValue
+			dst *bool
+		}{{raw.cdi, &r.CDI}, {raw.describe, &r.DescribeEnv}, {raw.links, &r.ExposeLinks}, {raw.dangerous, &r.AllowDangerous}} {
+			if f.v.bad {
+				ok = false
+			} else if f.v.set {
+				*f.dst = f.v.b
+			}
 		}
 		if c := raw.containerPath; c.bad {
 			ok = false
@@ -288,11 +282,6 @@ func buildRules(l *errorList, format Format, raws []rawRule) []Rule {
 			} else {
 				r.ContainerPath = c.str
 			}
-		}
-		if lk := raw.links; lk.bad {
-			ok = false
-		} else if lk.set {
-			r.ExposeLinks = lk.b
 		}
 		if e := raw.env; e.bad {
 			ok = false

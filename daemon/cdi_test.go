@@ -23,14 +23,7 @@ func TestCDI(t *testing.T) {
 	})
 	const res = "smarter-devices/null"
 	h.waitFor(res, "served", health(2, pluginapi.Healthy))
-	client, err := h.kubelet.Client(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"1"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.allocate(res, "1")
 	c := resp.ContainerResponses[0]
 	if len(c.CdiDevices) != 1 || c.CdiDevices[0].Name != "smarter-devices/null=1" || len(c.Devices) != 0 {
 		t.Errorf("allocation %v; want only the CDI device smarter-devices/null=1", c)

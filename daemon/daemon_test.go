@@ -212,6 +212,21 @@ func (h *harness) waitLog(want string) {
 	testutil.Eventually(h.t, 20*time.Second, "log "+want, func() bool { return strings.Contains(h.log.String(), want) })
 }
 
+// allocate asks the resource's server for ids, as kubelet does for a
+// container, and fails the test on an error.
+func (h *harness) allocate(res string, ids ...string) *pluginapi.AllocateResponse {
+	h.t.Helper()
+	client, err := h.kubelet.Client(res)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp, err := client.Allocate(h.t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}}})
+	if err != nil {
+		h.t.Fatalf("Allocate %s %v: %v", res, ids, err)
+	}
+	return resp
+}
+
 func health(n int, want string) func([]*pluginapi.Device) bool {
 	return func(devs []*pluginapi.Device) bool {
 		if len(devs) != n {

@@ -35,14 +35,7 @@ func TestIdentityRulesOnRealDevices(t *testing.T) {
 	if got := h.kubelet.Registrations("smarter-devices/zero"); got != 0 {
 		t.Errorf("zero matched a rule for subsystem tty")
 	}
-	client, err := h.kubelet.Client("smarter-devices/bit-bucket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.allocate("smarter-devices/bit-bucket", "0")
 	if specs := resp.ContainerResponses[0].Devices; len(specs) != 1 || specs[0].HostPath != "/dev/null" {
 		t.Errorf("bit-bucket allocates %v, want /dev/null", specs)
 	}
@@ -142,14 +135,7 @@ func TestContainerPath(t *testing.T) {
 	rules := "version: v1\nrules:\n  - match: ^null$\n    container_path: /dev/bitbucket\n    describe_env: true\n"
 	h := newHarness(t, rules, func(o *Options) { o.DevFS = os.DirFS("/dev") })
 	h.waitFor("smarter-devices/null", "served", health(1, pluginapi.Healthy))
-	client, err := h.kubelet.Client("smarter-devices/null")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.allocate("smarter-devices/null", "0")
 	c := resp.ContainerResponses[0]
 	if len(c.Devices) != 1 || c.Devices[0].HostPath != "/dev/null" || c.Devices[0].ContainerPath != "/dev/bitbucket" {
 		t.Errorf("specs %v", c.Devices)
@@ -274,14 +260,7 @@ func TestCompanionsAndMounts(t *testing.T) {
 	h.dev.set("nvidia-uvm", charDev)
 	h.events.fire("add", "nvidia-uvm")
 	h.waitFor(res, "healthy with its companions", health(1, pluginapi.Healthy))
-	client, err := h.kubelet.Client(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.allocate(res, "0")
 	c := resp.ContainerResponses[0]
 	var paths []string
 	for _, s := range c.Devices {
@@ -321,14 +300,7 @@ func TestCameraNodesAreOneUnit(t *testing.T) {
 	const res = "smarter-devices/camera"
 	h.waitFor(res, "two cameras, one ID each", health(2, pluginapi.Healthy))
 	devs := h.kubelet.Devices(res)
-	client, err := h.kubelet.Client(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{devs[1].ID}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := h.allocate(res, devs[1].ID)
 	var paths []string
 	for _, s := range resp.ContainerResponses[0].Devices {
 		paths = append(paths, s.HostPath)
