@@ -447,6 +447,9 @@ func TestReregisterWithNewKubelet(t *testing.T) {
 				watch(t, dir, srv.Server)
 			}
 			waitRegistered(t, k1, 1)
+			// The kubelet counts the registration before its reply reaches
+			// the server: stopping it in between would fail the first one.
+			waitStatus(t, srv.Server, "registered once", func(st plugin.Status) bool { return st.Registrations >= 1 })
 
 			k1.Stop()
 			k2 := startKubelet(t, dir)
