@@ -132,6 +132,9 @@ func triggerChange(t *testing.T) {
 
 func TestMonitorKernel(t *testing.T) {
 	requireRoot(t)
+	// Before the monitor starts: events of other test binaries' zram
+	// devices must not be queued for this one.
+	testkernel.LockZram(t)
 	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
 	// The first event is always Lost: the socket is bound from here on.
@@ -363,6 +366,9 @@ func startUdevd(t *testing.T) {
 
 func TestMonitorUdevd(t *testing.T) {
 	requireRoot(t)
+	// Before the monitor starts: events of other test binaries' zram
+	// devices must not be queued for this one.
+	testkernel.LockZram(t)
 	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
 		t.Skipf("no %s: %v", zramControl, err)
 	}

@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"testing/fstest"
 
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -401,23 +403,21 @@ func TestReal(t *testing.T) {
 // none and we may.
 func firstZram(t *testing.T) string {
 	t.Helper()
+	if os.Geteuid() == 0 {
+		// Other test binaries add and remove zram devices: none may come
+		// or go while this test reads one.
+		testkernel.LockZram(t)
+	}
 	if m, _ := filepath.Glob("/dev/zram[0-9]*"); len(m) > 0 {
 		return filepath.Base(m[0])
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("no zram device, and not root")
 	}
-	id, err := os.ReadFile("/sys/class/zram-control/hot_add")
-	if err != nil {
+	if _, err := os.Stat(testkernel.ZramControl); err != nil {
 		t.Skip("cannot add a zram device:", err)
 	}
-	n := strings.TrimSpace(string(id))
-	t.Cleanup(func() {
-		if err := os.WriteFile("/sys/class/zram-control/hot_remove", []byte(n), 0); err != nil {
-			t.Errorf("remove zram%s: %v", n, err)
-		}
-	})
-	return "zram" + n
+	return "zram" + strconv.Itoa(testkernel.ZramAdd(t))
 }
 
 func BenchmarkInfo(b *testing.B) {
