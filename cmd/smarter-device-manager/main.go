@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,11 +74,21 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n\n"+
+		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n"+
+			"       smarter-device-manager check [--config FILE]   validate a rule file\n"+
+			"       smarter-device-manager version\n\n"+
 			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
 			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug.\n"+
-			"SIGHUP reloads --config; SIGTERM/SIGINT stop cleanly.\n\nFlags:\n")
+			"SIGHUP reloads --config; SIGTERM/SIGINT stop cleanly.\n\n"+
+			"Every flag can also be set from the environment: --plugin-dir as\n"+
+			"SMARTER_DEVICE_MANAGER_PLUGIN_DIR, and so on; the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
+	}
+	// Every flag can come from the environment (a DaemonSet sets env more
+	// easily than args): SMARTER_DEVICE_MANAGER_PLUGIN_DIR for
+	// --plugin-dir. The command line wins.
+	if err := flagsFromEnv(fs); err != nil {
+		return nil, err
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -99,6 +110,27 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	return f, nil
 }
 
+// envPrefix starts the environment variable of every flag.
+const envPrefix = "SMARTER_DEVICE_MANAGER_"
+
+// envName is the environment variable that sets a flag.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func flagsFromEnv(fs *flag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(fl *flag.Flag) {
+		name := envName(fl.Name)
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fl.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
 func newLogger(f *flags, w io.Writer) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(f.logLevel)
 	if err != nil || f.logLevel == "" {
@@ -111,6 +143,15 @@ func newLogger(f *flags, w io.Writer) (zerolog.Logger, error) {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check":
+			return check(args[1:], os.Stdout, stderr)
+		case "version":
+			fmt.Fprintln(os.Stdout, version())
+			return exitOK
+		}
+	}
 	f, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

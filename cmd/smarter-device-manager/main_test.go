@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,5 +167,55 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	if code := d.stop(t); code != 0 {
 		t.Errorf("exit status %d", code)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("version = \"v1\"\n[[rule]]\nmatch = \"^ttyUSB[0-9]+$\"\n"), 0o644)
+	os.WriteFile(bad, []byte("- devicematch: ^video[0-9*$\n- devicematch: ^a$\n  nummaxdevices: -1\n"), 0o644)
+	var out, errOut bytes.Buffer
+	if code := check([]string{"--config", good}, &out, &errOut); code != exitOK || !strings.Contains(out.String(), "1 rules, toml-v1: OK") {
+		t.Errorf("check good: %d %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := check([]string{"--config", bad}, &out, &errOut); code != exitError ||
+		!strings.Contains(errOut.String(), bad+":1: [0].devicematch") || !strings.Contains(errOut.String(), bad+":3: [1].nummaxdevices") {
+		t.Errorf("check bad: %d, stderr:\n%s", code, errOut.String())
+	}
+	if code := check(nil, &out, &errOut); code != exitOK {
+		t.Errorf("check of the embedded default: %d", code)
+	}
+	// Through the environment, as in a DaemonSet.
+	t.Setenv("SMARTER_DEVICE_MANAGER_CONFIG", bad)
+	if code := check(nil, &out, &errOut); code != exitError {
+		t.Errorf("check with SMARTER_DEVICE_MANAGER_CONFIG set to a broken file: %d", code)
+	}
+}
+
+// Every flag can be set from the environment; the command line wins.
+func TestFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("SMARTER_DEVICE_MANAGER_PLUGIN_DIR", "/env/plugins")
+	t.Setenv("SMARTER_DEVICE_MANAGER_REMOVE_AFTER", "90s")
+	f, err := parseFlags([]string{"--plugin-dir", "/cli/plugins"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.pluginDir != "/cli/plugins" || f.removeAfter != 90*time.Second {
+		t.Errorf("plugin dir %q (want the command line's), remove-after %v (want the environment's 90s)", f.pluginDir, f.removeAfter)
+	}
+	t.Setenv("SMARTER_DEVICE_MANAGER_RESYNC", "soon")
+	var stderr bytes.Buffer
+	if code := run(nil, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "SMARTER_DEVICE_MANAGER_RESYNC") {
+		t.Errorf("a bad environment value: exit %d, %q; want 2 naming the variable", code, stderr.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	if v := version(); !strings.HasPrefix(v, "smarter-device-manager ") || !strings.Contains(v, "go1.") {
+		t.Errorf("version() = %q", v)
 	}
 }
