@@ -11,7 +11,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e bench clean
+.PHONY: all build run test deps vet unit fuzz e2e bench release image clean
 
 all: build
 
@@ -23,6 +23,21 @@ BUILDFLAGS ?= -trimpath -ldflags='-s -w'
 
 build:
 	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/smarter-device-manager
+
+# Static binaries for the platforms the project serves: dist/linux-<arch>/.
+# (arm is the Raspberry Pi's 32-bit userland, GOARM=7.)
+release:
+	for p in amd64 arm64 arm; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$p GOARM=7 $(GO) build $(BUILDFLAGS) -o dist/linux-$$p/smarter-device-manager ./cmd/smarter-device-manager || exit 1; \
+	done
+
+IMAGE ?= smarter-device-manager:latest
+# A FROM scratch image of this machine's architecture, from the binary built
+# first; other architectures: docker buildx with --platform and the release
+# binaries (TARGETARCH picks dist/linux-<arch>).
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build $(BUILDFLAGS) -o dist/linux-$$($(GO) env GOARCH)/smarter-device-manager ./cmd/smarter-device-manager
+	docker build --build-arg TARGETARCH=$$($(GO) env GOARCH) -t $(IMAGE) .
 
 # Runs the daemon on its embedded default rules (root: it serves sockets in
 # the kubelet plugin directory and reads netlink uevents).

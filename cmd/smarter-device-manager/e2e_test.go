@@ -323,3 +323,82 @@ func TestUdevLinksExposed(t *testing.T) {
 		t.Errorf("exit status %d", code)
 	}
 }
+
+// The FROM scratch image, run the way the DaemonSet runs it (host network
+// for netlink, the host's /dev and /sys read-only, the plugin dir and the
+// rules mounted), serves the fake kubelet, and a real zram hotplug is seen
+// through the container. Skips where there is no Docker engine.
+func TestImageServesThroughContainer(t *testing.T) {
+	testkernel.RequireZram(t)
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+	}
+	ctxDir := t.TempDir()
+	bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, "smarter-device-manager")
+	build := exec.Command(goTool(), "build", "-trimpath", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("static build: %v\n%s", err, out)
+	}
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), dockerfile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("smarter-device-manager:e2e-%d", os.Getpid())
+	if out, err := exec.Command("docker", "build", "-q", "--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", tag, ctxDir).CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
+
+	dir := testutil.ShortTempDir(t)
+	rules := filepath.Join(dir, "conf.yaml")
+	if err := os.WriteFile(rules, []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	name := fmt.Sprintf("sdm-e2e-%d", os.Getpid())
+	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host", "--read-only",
+		"--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+		"-v", "/dev:/dev:ro", "-v", "/sys:/sys:ro", "-v", dir+":"+dir, "-v", rules+":/root/config/conf.yaml:ro",
+		tag, "--config", "/root/config/conf.yaml", "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h", "--log-level", "debug")
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+			t.Logf("container log:\n%s", out)
+		}
+		_ = exec.Command("docker", "rm", "-f", name).Run() // our container, by its name
+	})
+	testutil.Eventually(t, 30*time.Second, "the container listening for uevents", func() bool {
+		out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+		return strings.Contains(string(out), "uevent monitor listening")
+	})
+
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	waitFor(t, k, res, "healthy through the container", allHealth(1, pluginapi.Healthy))
+	if err := testkernel.ZramRemove(n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, k, res, "unhealthy through the container", allHealth(1, pluginapi.Unhealthy))
+
+	if out, err := exec.Command("docker", "stop", "-t", "20", name).CombinedOutput(); err != nil {
+		t.Fatalf("docker stop: %v\n%s", err, out)
+	}
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}}", name).Output()
+	if err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("container exit code %q (%v), want 0 after SIGTERM", out, err)
+	}
+	if socks, _ := filepath.Glob(filepath.Join(dir, "smarter-*.sock")); len(socks) != 0 {
+		t.Errorf("sockets left after the container stopped: %v", socks)
+	}
+}
