@@ -63,3 +63,15 @@ func sameRules(a, b []Rule) bool {
 	}
 	return true
 }
+
+// packaging/rules.toml, installed as /etc/smarter-device-manager/rules.toml
+// for the systemd unit, is the embedded default in TOML.
+func TestPackagedTOMLRules(t *testing.T) {
+	cfg, err := Load("../packaging/rules.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameRules(cfg.Rules, Default().Rules) {
+		t.Errorf("packaging/rules.toml differs from the embedded default rules")
+	}
+}

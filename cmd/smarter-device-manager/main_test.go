@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -217,5 +218,28 @@ func TestFlagsFromEnvironment(t *testing.T) {
 func TestVersion(t *testing.T) {
 	if v := version(); !strings.HasPrefix(v, "smarter-device-manager ") || !strings.Contains(v, "go1.") {
 		t.Errorf("version() = %q", v)
+	}
+}
+
+// systemd/smarter-device-manager.service passes systemd-analyze verify with
+// no complaint at all (it reports a misspelt key only as a message).
+func TestSystemdUnitVerifies(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("skipping: no systemd-analyze here")
+	}
+	unit, err := os.ReadFile("../../systemd/smarter-device-manager.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify checks that ExecStart exists: point it at the built binary.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "smarter-device-manager.service")
+	text := strings.ReplaceAll(string(unit), "/usr/bin/smarter-device-manager", binary)
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", file).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
