@@ -174,6 +174,8 @@ type daemon struct {
 	kick    chan struct{}
 	reg     *plugin.Registrar // one kubelet connection for every registration
 	warned  map[string]bool   // warnings already logged, so a rescan does not repeat them
+	// collect, when set (Plan), also receives every warning.
+	collect func(conf.Warning)
 	// blockVerdicts caches the dangerous-block-device check (see safety).
 	blockVerdicts map[string]verdict
 	serveWG       sync.WaitGroup
@@ -280,36 +282,13 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		d.opts.Stats.RescanNanos.Add(uint64(time.Since(began)))
 		d.opts.Stats.Resources.Store(int64(len(d.servers)))
 	}()
-	nodes, err := hotplug.ScanDev(d.opts.DevFS, d.opts.ScanDepth)
+	st, err := d.read()
 	if err != nil {
 		// Keep serving what we served: a failed read is not a removal.
 		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
 		return
 	}
-	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
-	if err != nil {
-		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
-	}
-
-	devs := make([]conf.Device, len(nodes))
-	var reader *hotplug.Reader
-	if d.needsIdentity() {
-		// One reader per state read: attribute reads are cached within it.
-		reader = hotplug.NewReader(d.opts.SysFS, d.opts.RunFS)
-	}
-	for i, n := range nodes {
-		devs[i] = conf.Device{Path: n.Path, Dir: n.Dir}
-		if reader != nil && !n.Dir {
-			devs[i].Ident = &lazyIdent{reader: reader, devFS: d.opts.DevFS, path: n.Path}
-		}
-	}
-	byPath := make(map[string]conf.Device, len(devs))
-	for _, dev := range devs {
-		byPath[dev.Path] = dev
-	}
-	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
-	d.logWarnings(warns)
-	desired = d.refuseDangerous(desired, nodes)
+	nodes, byPath, desired := st.nodes, st.byPath, st.desired
 
 	now := time.Now()
 	var next time.Time
@@ -406,6 +385,45 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	}
 }
 
+// state is one read of the device state, resolved against the rules.
+type state struct {
+	nodes   []hotplug.Node
+	byPath  map[string]conf.Device // identity included, where read
+	desired []conf.Resource        // what the rules ask for, dangerous nodes refused
+}
+
+// read scans the device root and sysfs and resolves them against the
+// rules. Its warnings go to logWarnings.
+func (d *daemon) read() (state, error) {
+	nodes, err := hotplug.ScanDev(d.opts.DevFS, d.opts.ScanDepth)
+	if err != nil {
+		return state{}, err
+	}
+	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
+	if err != nil {
+		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
+	}
+	devs := make([]conf.Device, len(nodes))
+	var reader *hotplug.Reader
+	if d.needsIdentity() {
+		// One reader per state read: attribute reads are cached within it.
+		reader = hotplug.NewReader(d.opts.SysFS, d.opts.RunFS)
+	}
+	for i, n := range nodes {
+		devs[i] = conf.Device{Path: n.Path, Dir: n.Dir}
+		if reader != nil && !n.Dir {
+			devs[i].Ident = &lazyIdent{reader: reader, devFS: d.opts.DevFS, path: n.Path}
+		}
+	}
+	byPath := make(map[string]conf.Device, len(devs))
+	for _, dev := range devs {
+		byPath[dev.Path] = dev
+	}
+	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
+	d.logWarnings(warns)
+	return state{nodes: nodes, byPath: byPath, desired: d.refuseDangerous(desired, nodes)}, nil
+}
+
 // stillWanted asks the current rules whether an absent device would still
 // give the same resource, and with what settings (a reload may have changed
 // its count or permissions, or dropped its rule).
@@ -428,6 +446,9 @@ func (d *daemon) stillWanted(old conf.Resource, last conf.Device) (conf.Resource
 
 func (d *daemon) logWarnings(warns []conf.Warning) {
 	for _, w := range warns {
+		if d.collect != nil {
+			d.collect(w)
+		}
 		key := w.String()
 		if d.warned[key] {
 			continue
