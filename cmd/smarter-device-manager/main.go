@@ -76,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n"+
 			"       smarter-device-manager check [--config FILE]   validate a rule file\n"+
+			"       smarter-device-manager list [--config FILE]    dry run: which device gets which resource\n"+
 			"       smarter-device-manager version\n\n"+
 			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
 			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug.\n"+
@@ -147,6 +148,8 @@ func run(args []string, stderr io.Writer) int {
 		switch args[0] {
 		case "check":
 			return check(args[1:], os.Stdout, stderr)
+		case "list":
+			return list(args[1:], os.Stdout, stderr)
 		case "version":
 			fmt.Fprintln(os.Stdout, version())
 			return exitOK

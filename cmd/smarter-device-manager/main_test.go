@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -241,5 +242,41 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	out, err := exec.Command("systemd-analyze", "verify", file).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) != 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// list is how a user finds out that ^tty[0-15]*$ does not match tty2.
+func TestListDryRun(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(rules, []byte("- devicematch: ^tty[0-15]*$\n  nummaxdevices: 1\n- devicematch: ^nu.*$\n  nummaxdevices: 2\n- devicematch: ^null$\n  nummaxdevices: 1\n"), 0o644)
+	var out, errOut bytes.Buffer
+	if code := list([]string{"--config", rules, "--output", "json"}, &out, &errOut); code != exitOK {
+		t.Fatalf("list: %d %s", code, errOut.String())
+	}
+	var entries []struct {
+		Device, Rule, Resource, Note string
+		IDs                          []string
+	}
+	if err := json.Unmarshal(out.Bytes(), &entries); err != nil {
+		t.Fatal(err)
+	}
+	byDev := map[string]int{}
+	for i, e := range entries {
+		byDev[e.Device] = i
+	}
+	null := entries[byDev["null"]]
+	if null.Resource != "smarter-devices/null" || !slices.Equal(null.IDs, []string{"0", "1"}) ||
+		!strings.HasSuffix(null.Rule, ":3 (^nu.*$)") || !strings.Contains(null.Note, "also matches rule") {
+		t.Errorf("null: %+v", null)
+	}
+	if _, err := os.Stat("/dev/tty2"); err == nil {
+		if tty2 := entries[byDev["tty2"]]; tty2.Resource != "" || tty2.Note != "no rule matches" {
+			t.Errorf("tty2: %+v; want no rule (the class [0-15] is 0, 1 or 5)", tty2)
+		}
+	}
+	out.Reset()
+	if code := list([]string{"--config", rules, "--matched"}, &out, &errOut); code != exitOK || !strings.HasPrefix(out.String(), "DEVICE") ||
+		!strings.Contains(out.String(), "smarter-devices/null") || strings.Contains(out.String(), "no rule matches") {
+		t.Errorf("table --matched:\n%s", out.String())
 	}
 }

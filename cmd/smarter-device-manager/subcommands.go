@@ -1,14 +1,19 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/daemon"
 )
 
 // check validates a rule file the way the daemon loads it and prints every
@@ -46,6 +51,79 @@ func check(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: %d rules, %s: OK\n", cfg.Source, len(cfg.Rules), cfg.Format)
 	return exitOK
+}
+
+// list is a dry run on this host: every device node, the rule that took
+// it (or why none did), and the resource and IDs it would get.
+func list(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("smarter-device-manager list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "rule file; empty: the embedded default rules")
+	devRoot := fs.String("dev-root", "/dev", "device root to scan")
+	sysRoot := fs.String("sys-root", "/sys", "sysfs root")
+	runDir := fs.String("run-dir", "/run", "udev's run directory (its database)")
+	prefix := fs.String("resource-prefix", "smarter-devices", "resource domain")
+	output := fs.String("output", "table", "table|json")
+	matched := fs.Bool("matched", false, "only the devices a rule matched (or warned about)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: smarter-device-manager list [flags]\n\n"+
+			"A dry run on this host: each device node, the rule that matched it (or why none\n"+
+			"did), the resource and the device IDs it would get.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := flagsFromEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager list: %v\n", err)
+		return exitUsage
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "smarter-device-manager list: --output: %q is not table or json\n", *output)
+		return exitUsage
+	}
+	cfg := conf.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = conf.Load(*file); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return exitError
+		}
+	}
+	entries, err := daemon.Plan(daemon.Options{Config: cfg, DevRoot: *devRoot, SysRoot: *sysRoot, RunDir: *runDir, Prefix: *prefix})
+	if err != nil {
+		fmt.Fprintf(stderr, "smarter-device-manager list: %v\n", err)
+		return exitError
+	}
+	if *matched {
+		entries = slices.DeleteFunc(entries, func(e daemon.PlanEntry) bool { return e.Rule == "" && e.Note == "no rule matches" })
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(entries); err != nil {
+			fmt.Fprintf(stderr, "smarter-device-manager list: %v\n", err)
+			return exitError
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRESOURCE\tIDS\tRULE\tNOTE")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Device, dash(e.Resource), dash(strings.Join(e.IDs, ",")), dash(e.Rule), e.Note)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // version names the build: the module version (or VCS revision) and Go.
