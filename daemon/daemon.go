@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -31,6 +32,9 @@ type Options struct {
 	ConfigPath string
 	// Reload asks for the rule file to be read again (SIGHUP).
 	Reload <-chan struct{}
+	// WatchConfig also reloads ConfigPath when its directory changes: a
+	// ConfigMap update swaps a symlink there, an editor renames a file.
+	WatchConfig bool
 
 	DevRoot   string // default /dev
 	SysRoot   string // default /sys
@@ -126,6 +130,7 @@ func Run(ctx context.Context, opts Options) error {
 		servers:       make(map[string]*running),
 		wake:          make(chan struct{}, 1),
 		kick:          make(chan struct{}, 1),
+		configChanged: make(chan struct{}, 1),
 		reg:           plugin.NewRegistrar(),
 		blockVerdicts: map[string]verdict{},
 		warned:        make(map[string]bool),
@@ -151,6 +156,10 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 
+	if opts.WatchConfig && opts.ConfigPath != "" {
+		wg.Go(func() { d.watchConfig(ctx) })
+	}
+
 	d.loop(ctx)
 	return nil
 }
@@ -172,8 +181,10 @@ type daemon struct {
 	servers map[string]*running // by resource name; owned by loop
 	wake    chan struct{}
 	kick    chan struct{}
-	reg     *plugin.Registrar // one kubelet connection for every registration
-	warned  map[string]bool   // warnings already logged, so a rescan does not repeat them
+	// configChanged is signalled by the rule file's directory watch.
+	configChanged chan struct{}
+	reg           *plugin.Registrar // one kubelet connection for every registration
+	warned        map[string]bool   // warnings already logged, so a rescan does not repeat them
 	// collect, when set (Plan), also receives every warning.
 	collect func(conf.Warning)
 	// blockVerdicts caches the dangerous-block-device check (see safety).
@@ -231,6 +242,8 @@ func (d *daemon) loop(ctx context.Context) {
 		case <-removal.C:
 		case <-d.opts.Reload:
 			d.reload()
+		case <-d.configChanged:
+			d.reload()
 		case <-d.kick:
 			d.kickAll()
 			continue
@@ -249,6 +262,20 @@ func (d *daemon) needsIdentity() bool {
 	return false
 }
 
+// sameRules reports whether two rule sets are the same rules from the
+// same file.
+func sameRules(a, b *conf.Config) bool {
+	if a.Source != b.Source || len(a.Rules) != len(b.Rules) {
+		return false
+	}
+	for i := range a.Rules {
+		if !reflect.DeepEqual(a.Rules[i], b.Rules[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // kickAll asks every server to re-check the plugin directory (our socket
 // still there? kubelet.sock new?).
 func (d *daemon) kickAll() {
@@ -263,6 +290,9 @@ func (d *daemon) reload() {
 		return
 	}
 	cfg, err := conf.Load(d.opts.ConfigPath)
+	if err == nil && sameRules(cfg, d.cfg) {
+		return // a watch event that changed nothing in the rules
+	}
 	if err != nil {
 		// The old rules keep serving: nothing that worked is lost.
 		d.log.Error().Err(err).Str("file", d.opts.ConfigPath).Msg("reload failed; keeping the rules in force")

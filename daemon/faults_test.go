@@ -277,3 +277,25 @@ func (h *harness) startKubelet() {
 	h.t.Cleanup(k.Stop)
 	h.kubelet = k
 }
+
+// The rule file is reloaded when it changes on disk, the way a ConfigMap
+// update swaps its ..data symlink, with no SIGHUP.
+func TestReloadOnFileChange(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	cm := newConfigMap(t, dir, "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n")
+	h := newHarness(t, "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n", func(o *Options) {
+		o.ConfigPath = cm.path()
+		o.WatchConfig = true
+	})
+	h.dev.set("ttyACM0", charDev)
+	h.dev.set("i2c-1", charDev)
+	h.events.fire("add", "ttyACM0")
+	h.waitFor("smarter-devices/ttyACM0", "served", health(1, pluginapi.Healthy))
+	cm.swap("- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n- devicematch: ^i2c-[0-9]+$\n  nummaxdevices: 1\n")
+	h.waitFor("smarter-devices/i2c-1", "the new rule applied with no SIGHUP", health(1, pluginapi.Healthy))
+	cm.swap("- devicematch: ^i2c-[0-9+$\n")
+	h.waitLog("reload failed")
+	if !health(1, pluginapi.Healthy)(h.kubelet.Devices("smarter-devices/i2c-1")) {
+		t.Errorf("a broken file changed what is served")
+	}
+}

@@ -54,6 +54,7 @@ type flags struct {
 	logLevel     string
 	debugAddr    string
 	cdiDir       string
+	watchConfig  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -71,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
+	fs.BoolVar(&f.watchConfig, "watch-config", true, "reload --config when it changes on disk (a ConfigMap update), not only on SIGHUP")
 	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
@@ -239,6 +241,7 @@ func run(args []string, stderr io.Writer) int {
 	err = daemon.Run(ctx, daemon.Options{
 		Config:      cfg,
 		ConfigPath:  f.config,
+		WatchConfig: f.watchConfig,
 		Reload:      reload,
 		DevRoot:     f.devRoot,
 		SysRoot:     f.sysRoot,
