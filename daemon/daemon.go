@@ -58,6 +58,8 @@ type Options struct {
 	Logger zerolog.Logger
 	// Stats, when set, is kept up to date (for --debug-addr and benchmarks).
 	Stats *Stats
+	// Probe, when set, is answered by the event loop (health endpoints).
+	Probe *Probe
 
 	// DevFS and SysFS replace os.DirFS(DevRoot) and os.DirFS(SysRoot) in
 	// tests; host paths in Allocate are still built from DevRoot.
@@ -111,6 +113,9 @@ func (o *Options) setDefaults() error {
 	if o.Stats == nil {
 		o.Stats = new(Stats)
 	}
+	if o.Probe == nil {
+		o.Probe = NewProbe()
+	}
 	return nil
 }
 
@@ -140,7 +145,9 @@ func Run(ctx context.Context, opts Options) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if opts.Events != nil {
+		d.opts.Probe.monitor.Store(true)
 		wg.Go(func() {
+			defer d.opts.Probe.monitor.Store(false)
 			if err := opts.Events.Run(ctx, d.onEvent); err != nil {
 				d.log.Error().Err(err).Msg("uevent monitor stopped; relying on periodic resync")
 			}
@@ -244,6 +251,9 @@ func (d *daemon) loop(ctx context.Context) {
 			d.reload()
 		case <-d.configChanged:
 			d.reload()
+		case reply := <-d.opts.Probe.reqs:
+			reply <- d.report()
+			continue
 		case <-d.kick:
 			d.kickAll()
 			continue

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -442,4 +443,28 @@ func TestUnnameableDeviceIsSkippedOnce(t *testing.T) {
 	if strings.Contains(h.log.String(), `"resource":"smarter-devices/-weird"`) {
 		t.Errorf("an invalid resource name reached a server")
 	}
+}
+
+// A probe of a daemon whose loop does not answer says so within its
+// deadline instead of hanging the health endpoint.
+func TestProbeNotAnswering(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := NewProbe().Check(ctx); !errors.Is(err, ErrNotAnswering) {
+		t.Errorf("Check with no loop = %v, want ErrNotAnswering", err)
+	}
+}
+
+// The loop answers probes: resources, registration and health.
+func TestProbeReport(t *testing.T) {
+	probe := NewProbe()
+	h := newHarness(t, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 2\n", func(o *Options) { o.Probe = probe })
+	h.dev.set("ttyUSB0", charDev)
+	h.events.fire("add", "ttyUSB0")
+	h.waitFor("smarter-devices/ttyUSB0", "healthy", health(2, pluginapi.Healthy))
+	testutil.Eventually(t, 20*time.Second, "a report with the registered resource", func() bool {
+		rep, err := probe.Check(t.Context())
+		st := rep.Resources["smarter-devices/ttyUSB0"]
+		return err == nil && rep.Monitor && st.Registered && st.Healthy == 2 && st.Devices == 2
+	})
 }

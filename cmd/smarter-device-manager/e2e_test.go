@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -400,5 +403,70 @@ func TestImageServesThroughContainer(t *testing.T) {
 	}
 	if socks, _ := filepath.Glob(filepath.Join(dir, "smarter-*.sock")); len(socks) != 0 {
 		t.Errorf("sockets left after the container stopped: %v", socks)
+	}
+}
+
+// /healthz and /readyz over HTTP against the running daemon; readiness
+// waits for the required hardware and flips when it is hot-removed.
+func TestHealthAndReadiness(t *testing.T) {
+	testkernel.RequireZram(t)
+	dir := testutil.ShortTempDir(t)
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	d := startDaemon(t, "--config", rules, "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h",
+		"--metrics-addr", "127.0.0.1:0", "--require", res)
+	d.waitLog(t, "health endpoints")
+	var addr string
+	for _, line := range strings.Split(d.log.String(), "\n") {
+		if strings.Contains(line, "health endpoints") {
+			var rec struct{ Addr string }
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			addr = rec.Addr
+		}
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	// No kubelet yet: the resource is not registered, so not ready.
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not registered") {
+		t.Errorf("/readyz without a kubelet = %d %q; want 503 naming the unregistered resource", code, body)
+	}
+	k, err := plugintest.StartFakeKubelet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	waitFor(t, k, res, "registered", allHealth(1, pluginapi.Healthy))
+	testutil.Eventually(t, 20*time.Second, "/readyz 200 with the kubelet and the device", func() bool {
+		code, _ := get("/readyz")
+		return code == http.StatusOK
+	})
+	if err := testkernel.ZramRemove(n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, k, res, "unhealthy", allHealth(1, pluginapi.Unhealthy))
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, res+": required") {
+		t.Errorf("/readyz with the required device gone = %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz went bad with a device gone: %d", code)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status %d", code)
 	}
 }

@@ -55,6 +55,8 @@ type flags struct {
 	debugAddr    string
 	cdiDir       string
 	watchConfig  bool
+	metricsAddr  string
+	require      []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -72,6 +74,15 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /healthz and /readyz on this address, e.g. :9898; off when empty")
+	fs.Func("require", "resource that must have a healthy device for /readyz (repeatable, or comma-separated)", func(v string) error {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				f.require = append(f.require, r)
+			}
+		}
+		return nil
+	})
 	fs.BoolVar(&f.watchConfig, "watch-config", true, "reload --config when it changes on disk (a ConfigMap update), not only on SIGHUP")
 	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
@@ -226,6 +237,17 @@ func run(args []string, stderr io.Writer) int {
 		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Msg("starting smarter-device-manager")
 
 	stats := new(daemon.Stats)
+	probe := daemon.NewProbe()
+	if f.metricsAddr != "" {
+		healthCtx, stopHealth := context.WithCancel(ctx)
+		wait, err := serveHTTP(healthCtx, f.metricsAddr, healthHandler(probe, f.require), "health endpoints (/healthz, /readyz)", log)
+		if err != nil {
+			stopHealth()
+			fmt.Fprintf(stderr, "smarter-device-manager: --metrics-addr: %v\n", err)
+			return exitUsage
+		}
+		defer func() { stopHealth(); wait() }()
+	}
 	if f.debugAddr != "" {
 		debugCtx, stopDebug := context.WithCancel(ctx)
 		wait, err := serveDebug(debugCtx, f.debugAddr, stats, log)
@@ -254,6 +276,7 @@ func run(args []string, stderr io.Writer) int {
 		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log}),
 		Logger:      log,
 		Stats:       stats,
+		Probe:       probe,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("daemon failed")

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/smarter-project/smarter-device-manager/daemon"
+)
+
+// probeTimeout bounds how long a probe waits for the event loop.
+const probeTimeout = 2 * time.Second
+
+// healthHandler serves /healthz (the event loop answers and the uevent
+// monitor runs) and /readyz (every running resource is registered with
+// the kubelet, and every --require resource has a healthy device).
+func healthHandler(probe *daemon.Probe, require []string) http.Handler {
+	mux := http.NewServeMux()
+	check := func(w http.ResponseWriter, r *http.Request) (daemon.Report, bool) {
+		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
+		defer cancel()
+		rep, err := probe.Check(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return rep, false
+		}
+		return rep, true
+	}
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		rep, ok := check(w, r)
+		if !ok {
+			return
+		}
+		if !rep.Monitor {
+			http.Error(w, "the uevent monitor is not running", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		rep, ok := check(w, r)
+		if !ok {
+			return
+		}
+		var problems []string
+		for name, st := range rep.Resources {
+			if !st.Registered {
+				problems = append(problems, name+": not registered with the kubelet")
+			}
+		}
+		for _, name := range require {
+			if st, ok := rep.Resources[name]; !ok || st.Healthy == 0 {
+				problems = append(problems, name+": required, and no healthy device")
+			}
+		}
+		if len(problems) > 0 {
+			slices.Sort(problems)
+			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ready: %d resources\n", len(rep.Resources))
+	})
+	return mux
+}
+
+// serveHTTP serves h on addr until ctx ends; wait returns once it has.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, what string, log zerolog.Logger) (wait func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg(what + " server stopped")
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Msg(what + " listening")
+	return func() { <-done }, nil
+}

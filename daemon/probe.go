@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+)
+
+// Probe lets a health endpoint ask the running daemon how it is. The
+// caller owns it (no global state) and passes it in Options; Check is safe
+// from any goroutine.
+type Probe struct {
+	reqs    chan chan Report
+	monitor atomic.Bool // the uevent monitor is running
+}
+
+// NewProbe returns a Probe for Options.Probe.
+func NewProbe() *Probe { return &Probe{reqs: make(chan chan Report)} }
+
+// Report is the daemon's state as its event loop sees it.
+type Report struct {
+	Monitor   bool                      // the uevent monitor is running
+	Resources map[string]ResourceStatus // by resource name
+}
+
+// ResourceStatus is one running resource's state.
+type ResourceStatus struct {
+	Registered bool // its server is registered with the kubelet
+	Healthy    int  // healthy device IDs advertised
+	Devices    int  // all device IDs advertised
+}
+
+// ErrNotAnswering is Check's error when the event loop does not answer:
+// it is stuck, or the daemon is not running.
+var ErrNotAnswering = errors.New("the daemon's event loop is not answering")
+
+// Check asks the event loop for a Report; ctx bounds the wait, so a stuck
+// loop shows as ErrNotAnswering rather than a hung probe.
+func (p *Probe) Check(ctx context.Context) (Report, error) {
+	reply := make(chan Report, 1)
+	select {
+	case p.reqs <- reply:
+	case <-ctx.Done():
+		return Report{}, ErrNotAnswering
+	}
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-ctx.Done():
+		return Report{}, ErrNotAnswering
+	}
+}
+
+// report answers a probe from the event loop, which owns the servers.
+func (d *daemon) report() Report {
+	r := Report{Monitor: d.opts.Probe.monitor.Load(), Resources: make(map[string]ResourceStatus, len(d.servers))}
+	for name, s := range d.servers {
+		st := ResourceStatus{Registered: s.srv.Registered(), Devices: len(s.snap.Devices)}
+		for _, dev := range s.snap.Devices {
+			if dev.Healthy {
+				st.Healthy++
+			}
+		}
+		r.Resources[name] = st
+	}
+	return r
+}
