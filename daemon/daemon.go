@@ -216,6 +216,7 @@ func (d *daemon) onEvent(ev hotplug.Event) {
 		st.Events.Add(1)
 	}
 	if !ev.Relevant() {
+		st.Ignored.Add(1)
 		return
 	}
 	st.Relevant.Add(1)
@@ -305,6 +306,7 @@ func (d *daemon) reload() {
 	}
 	if err != nil {
 		// The old rules keep serving: nothing that worked is lost.
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("file", d.opts.ConfigPath).Msg("reload failed; keeping the rules in force")
 		return
 	}
@@ -325,6 +327,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	st, err := d.read()
 	if err != nil {
 		// Keep serving what we served: a failed read is not a removal.
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
 		return
 	}
@@ -557,6 +560,7 @@ func (d *daemon) writeCDI(snap plugin.Snapshot) {
 		return
 	}
 	if err := writeCDISpec(d.opts.CDIDir, snap.CDIKind, snap); err != nil {
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("dir", d.opts.CDIDir).Msg("cannot write CDI spec")
 	}
 }

@@ -26,8 +26,10 @@ type Report struct {
 // ResourceStatus is one running resource's state.
 type ResourceStatus struct {
 	Registered bool // its server is registered with the kubelet
-	Healthy    int  // healthy device IDs advertised
-	Devices    int  // all device IDs advertised
+	// Registrations and Allocations count since the server started.
+	Registrations, Allocations int
+	Healthy                    int // healthy device IDs advertised
+	Devices                    int // all device IDs advertised
 }
 
 // ErrNotAnswering is Check's error when the event loop does not answer:
@@ -55,7 +57,8 @@ func (p *Probe) Check(ctx context.Context) (Report, error) {
 func (d *daemon) report() Report {
 	r := Report{Monitor: d.opts.Probe.monitor.Load(), Resources: make(map[string]ResourceStatus, len(d.servers))}
 	for name, s := range d.servers {
-		st := ResourceStatus{Registered: s.srv.Registered(), Devices: len(s.snap.Devices)}
+		ss, _ := s.srv.Status()
+		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices), Registrations: ss.Registrations, Allocations: ss.Allocations}
 		for _, dev := range s.snap.Devices {
 			if dev.Healthy {
 				st.Healthy++

@@ -11,6 +11,8 @@ type Stats struct {
 	Rescans     atomic.Uint64 // reads of the device state: a burst of events coalesces into few
 	RescanNanos atomic.Uint64 // time spent in those reads, resolving and diffing included
 	Resources   atomic.Int64  // plugin servers running now
+	Ignored     atomic.Uint64 // uevents that asked for nothing (no node, no add/remove)
+	Errors      atomic.Uint64 // failures logged as errors: device root unreadable, reload failed, CDI spec not written
 }
 
 // Snapshot returns the counters as a plain map, e.g. for expvar.
@@ -22,5 +24,7 @@ func (s *Stats) Snapshot() map[string]any {
 		"rescans":      s.Rescans.Load(),
 		"rescan_nanos": s.RescanNanos.Load(),
 		"resources":    s.Resources.Load(),
+		"ignored":      s.Ignored.Load(),
+		"errors":       s.Errors.Load(),
 	}
 }

@@ -255,6 +255,8 @@ type Status struct {
 	Registered bool
 	// Registrations counts successful registrations since NewServer.
 	Registrations int
+	// Allocations counts successful Allocate calls since NewServer.
+	Allocations int
 }
 
 // NewServer returns a server for one resource, starting with the initial

@@ -157,6 +157,7 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 		resp.ContainerResponses = append(resp.ContainerResponses, car)
 		s.log.Info().Strs("devices", cr.GetDevicesIds()).Int("specs", len(car.Devices)).Msg("allocated")
 	}
+	s.setStatus(func(st *Status) { st.Allocations++ })
 	return resp, nil
 }
 

@@ -456,10 +456,29 @@ func TestHealthAndReadiness(t *testing.T) {
 		code, _ := get("/readyz")
 		return code == http.StatusOK
 	})
+	metric := func(line string) bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, "\n"+line+"\n")
+	}
+	for _, want := range []string{
+		`smarter_device_manager_devices{health="healthy",resource="` + res + `"} 1`,
+		`smarter_device_manager_resource_registered{resource="` + res + `"} 1`,
+		`smarter_device_manager_event_loop_up 1`,
+	} {
+		if !metric(want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "smarter_device_manager_build_info{") || !strings.Contains(body, "smarter_device_manager_uevents_total ") {
+		t.Errorf("/metrics lacks build info or the uevent counter")
+	}
 	if err := testkernel.ZramRemove(n); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, k, res, "unhealthy", allHealth(1, pluginapi.Unhealthy))
+	if want := `smarter_device_manager_devices{health="unhealthy",resource="` + res + `"} 1`; !metric(want) {
+		t.Errorf("/metrics lacks %s after hot_remove", want)
+	}
 	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, res+": required") {
 		t.Errorf("/readyz with the required device gone = %d %q", code, body)
 	}

@@ -18,11 +18,12 @@ import (
 // probeTimeout bounds how long a probe waits for the event loop.
 const probeTimeout = 2 * time.Second
 
-// healthHandler serves /healthz (the event loop answers and the uevent
+// healthHandler serves /metrics (Prometheus), /healthz (the event loop answers and the uevent
 // monitor runs) and /readyz (every running resource is registered with
 // the kubelet, and every --require resource has a healthy device).
-func healthHandler(probe *daemon.Probe, require []string) http.Handler {
+func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler(stats, probe))
 	check := func(w http.ResponseWriter, r *http.Request) (daemon.Report, bool) {
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()

@@ -74,7 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace|debug|info|warn|error")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /healthz and /readyz on this address, e.g. :9898; off when empty")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. :9898; off when empty")
 	fs.Func("require", "resource that must have a healthy device for /readyz (repeatable, or comma-separated)", func(v string) error {
 		for _, r := range strings.Split(v, ",") {
 			if r = strings.TrimSpace(r); r != "" {
@@ -240,7 +240,7 @@ func run(args []string, stderr io.Writer) int {
 	probe := daemon.NewProbe()
 	if f.metricsAddr != "" {
 		healthCtx, stopHealth := context.WithCancel(ctx)
-		wait, err := serveHTTP(healthCtx, f.metricsAddr, healthHandler(probe, f.require), "health endpoints (/healthz, /readyz)", log)
+		wait, err := serveHTTP(healthCtx, f.metricsAddr, healthHandler(stats, probe, f.require), "health endpoints (/metrics, /healthz, /readyz)", log)
 		if err != nil {
 			stopHealth()
 			fmt.Fprintf(stderr, "smarter-device-manager: --metrics-addr: %v\n", err)
