@@ -1,29 +1,18 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"runtime"
-	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
 )
 
-// serveDebug serves pprof and the daemon's counters on addr until ctx ends.
+// debugHandler serves pprof and the daemon's counters (--debug-addr).
 // It is off by default: it is for finding out why a figure is poor, and the
 // benchmarks read Go heap figures from it.
-func serveDebug(ctx context.Context, addr string, stats *daemon.Stats, log zerolog.Logger) (wait func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--debug-addr: %w", err)
-	}
+func debugHandler(stats *daemon.Stats) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -44,20 +33,5 @@ func serveDebug(ctx context.Context, addr string, stats *daemon.Stats, log zerol
 			"smarter_device_manager": stats.Snapshot(),
 		})
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("debug server stopped")
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	log.Info().Str("addr", ln.Addr().String()).Msg("debug endpoints (pprof, /debug/vars) listening")
-	return func() { <-done }, nil
+	return mux
 }

@@ -102,6 +102,24 @@ func (p *daemonProc) stop(t *testing.T) int {
 	}
 }
 
+// listenAddr waits for the daemon to log that what is listening and
+// returns the address it logged (the tests ask for port 0).
+func (p *daemonProc) listenAddr(t *testing.T, what string) string {
+	t.Helper()
+	p.waitLog(t, what)
+	for _, line := range strings.Split(p.log.String(), "\n") {
+		if strings.Contains(line, what) {
+			var rec struct{ Addr string }
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			return rec.Addr
+		}
+	}
+	t.Fatalf("no address logged for %s", what)
+	return ""
+}
+
 // waitLog waits until the daemon has logged want; the log is the only
 // outside view of a reload that (rightly) changes nothing.
 func (p *daemonProc) waitLog(t *testing.T, want string) {
@@ -419,17 +437,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	res := fmt.Sprintf("smarter-devices/zram%d", n)
 	d := startDaemon(t, "--config", rules, "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h",
 		"--metrics-addr", "127.0.0.1:0", "--require", res)
-	d.waitLog(t, "health endpoints")
-	var addr string
-	for _, line := range strings.Split(d.log.String(), "\n") {
-		if strings.Contains(line, "health endpoints") {
-			var rec struct{ Addr string }
-			if err := json.Unmarshal([]byte(line), &rec); err != nil {
-				t.Fatal(err)
-			}
-			addr = rec.Addr
-		}
-	}
+	addr := d.listenAddr(t, "health endpoints")
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {

@@ -71,8 +71,9 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 	return mux
 }
 
-// serveHTTP serves h on addr until ctx ends; wait returns once it has.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, what string, log zerolog.Logger) (wait func(), err error) {
+// serveHTTP serves h on addr until stop is called; stop shuts the server
+// down (in-flight requests get 2 s) and waits for it.
+func serveHTTP(addr string, h http.Handler, what string, log zerolog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -85,12 +86,11 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, what string, lo
 			log.Error().Err(err).Msg(what + " server stopped")
 		}
 	}()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
 	log.Info().Str("addr", ln.Addr().String()).Msg(what + " listening")
-	return func() { <-done }, nil
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

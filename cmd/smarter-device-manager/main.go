@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -238,26 +239,22 @@ func run(args []string, stderr io.Writer) int {
 
 	stats := new(daemon.Stats)
 	probe := daemon.NewProbe()
-	if f.metricsAddr != "" {
-		healthCtx, stopHealth := context.WithCancel(ctx)
-		wait, err := serveHTTP(healthCtx, f.metricsAddr, healthHandler(stats, probe, f.require), "health endpoints (/metrics, /healthz, /readyz)", log)
+	for _, srv := range []struct {
+		addr, what string
+		h          func() http.Handler // built only when served
+	}{
+		{f.metricsAddr, "health endpoints (/metrics, /healthz, /readyz)", func() http.Handler { return healthHandler(stats, probe, f.require) }},
+		{f.debugAddr, "debug endpoints (pprof, /debug/vars)", func() http.Handler { return debugHandler(stats) }},
+	} {
+		if srv.addr == "" {
+			continue
+		}
+		stop, err := serveHTTP(srv.addr, srv.h(), srv.what, log)
 		if err != nil {
-			stopHealth()
-			fmt.Fprintf(stderr, "smarter-device-manager: --metrics-addr: %v\n", err)
+			fmt.Fprintf(stderr, "smarter-device-manager: %s: %v\n", srv.what, err)
 			return exitUsage
 		}
-		defer func() { stopHealth(); wait() }()
-	}
-	if f.debugAddr != "" {
-		debugCtx, stopDebug := context.WithCancel(ctx)
-		wait, err := serveDebug(debugCtx, f.debugAddr, stats, log)
-		if err != nil {
-			stopDebug()
-			fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
-			return exitUsage
-		}
-		// Also on an error return, when ctx itself has not ended.
-		defer func() { stopDebug(); wait() }()
+		defer stop()
 	}
 
 	err = daemon.Run(ctx, daemon.Options{

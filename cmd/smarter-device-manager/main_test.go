@@ -135,17 +135,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 func TestDebugEndpoints(t *testing.T) {
 	dir := testutil.ShortTempDir(t)
 	d := startDaemon(t, "--plugin-dir", dir, "--uevent-source", "kernel", "--debug-addr", "127.0.0.1:0")
-	d.waitLog(t, "debug endpoints")
-	var addr string
-	for _, line := range strings.Split(d.log.String(), "\n") {
-		if strings.Contains(line, "debug endpoints") {
-			var rec struct{ Addr string }
-			if err := json.Unmarshal([]byte(line), &rec); err != nil {
-				t.Fatal(err)
-			}
-			addr = rec.Addr
-		}
-	}
+	addr := d.listenAddr(t, "debug endpoints")
 	type vars struct {
 		Memstats struct{ HeapInuse uint64 }
 		Stats    map[string]uint64 `json:"smarter_device_manager"`

@@ -27,15 +27,8 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager check [--config FILE]\n\nValidates a rule file and lists every problem.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := flagsFromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "smarter-device-manager check: %v\n", err)
-		return exitUsage
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseSub(fs, args, stderr); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "smarter-device-manager check: unexpected argument %q\n", fs.Arg(0))
@@ -71,15 +64,8 @@ func list(args []string, stdout, stderr io.Writer) int {
 			"did), the resource and the device IDs it would get.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := flagsFromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "smarter-device-manager list: %v\n", err)
-		return exitUsage
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseSub(fs, args, stderr); !ok {
+		return code
 	}
 	if *output != "table" && *output != "json" {
 		fmt.Fprintf(stderr, "smarter-device-manager list: --output: %q is not table or json\n", *output)
@@ -124,6 +110,22 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// parseSub applies the environment and then args to a subcommand's
+// flags; ok false means return code (0 after --help).
+func parseSub(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := flagsFromEnv(fs); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return exitUsage, false
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
 }
 
 // version names the build: the module version (or VCS revision) and Go.
