@@ -345,15 +345,10 @@ func TestUdevLinksExposed(t *testing.T) {
 	}
 }
 
-// The FROM scratch image, run the way the DaemonSet runs it (host network
-// for netlink, the host's /dev and /sys read-only, the plugin dir and the
-// rules mounted), serves the fake kubelet, and a real zram hotplug is seen
-// through the container. Skips where there is no Docker engine.
-func TestImageServesThroughContainer(t *testing.T) {
-	testkernel.RequireZram(t)
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
-	}
+// buildImage builds the Dockerfile's image from a static build of this
+// package and removes it when the test ends; it returns the tag.
+func buildImage(t *testing.T) string {
+	t.Helper()
 	ctxDir := t.TempDir()
 	bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, "smarter-device-manager")
 	build := exec.Command(goTool(), "build", "-trimpath", "-o", bin, ".")
@@ -368,11 +363,25 @@ func TestImageServesThroughContainer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), dockerfile, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tag := fmt.Sprintf("smarter-device-manager:e2e-%d", os.Getpid())
+	tag := fmt.Sprintf("smarter-device-manager:e2e-%d-%s", os.Getpid(), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
 	if out, err := exec.Command("docker", "build", "-q", "--build-arg", "TARGETARCH="+runtime.GOARCH, "-t", tag, ctxDir).CombinedOutput(); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
+
+	return tag
+}
+
+// The FROM scratch image, run the way the DaemonSet runs it (host network
+// for netlink, the host's /dev and /sys read-only, the plugin dir and the
+// rules mounted), serves the fake kubelet, and a real zram hotplug is seen
+// through the container. Skips where there is no Docker engine.
+func TestImageServesThroughContainer(t *testing.T) {
+	testkernel.RequireZram(t)
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+	}
+	tag := buildImage(t)
 
 	dir := testutil.ShortTempDir(t)
 	rules := filepath.Join(dir, "conf.yaml")
@@ -495,5 +504,76 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	if code := d.stop(t); code != 0 {
 		t.Errorf("exit status %d", code)
+	}
+}
+
+// A cluster running the old daemon's manifests switches by changing only
+// the image: the container gets no arguments, its ConfigMap is mounted as
+// the directory /root/config, the plugin dir at kubelet's own path, and
+// the old memory limit of 15 MiB. The rules must come from that ConfigMap
+// (not the embedded default) and hotplug must work within the limit.
+func TestOldManifestSwitchesByImage(t *testing.T) {
+	testkernel.RequireZram(t)
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+	}
+	tag := buildImage(t)
+
+	dir := testutil.ShortTempDir(t)
+	configMap := filepath.Join(dir, "config")
+	if err := os.Mkdir(configMap, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A rule the embedded default lacks: seeing zram proves the ConfigMap
+	// was read.
+	if err := os.WriteFile(filepath.Join(configMap, "conf.yaml"), []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plugins := filepath.Join(dir, "plugins")
+	k, err := plugintest.StartFakeKubelet(plugins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	name := fmt.Sprintf("sdm-e2e-old-%d", os.Getpid())
+	// The old DaemonSet's shape: host network, /dev, /sys, the plugin dir
+	// and the ConfigMap; no args, no env.
+	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host",
+		"--memory", "15m", "--memory-swap", "15m", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+		"-v", "/dev:/dev", "-v", "/sys:/sys", "-v", plugins+":/var/lib/kubelet/device-plugins",
+		"-v", configMap+":/root/config:ro", tag)
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+			t.Logf("container log:\n%s", out)
+		}
+		_ = exec.Command("docker", "rm", "-f", name).Run() // our container, by its name
+	})
+	testutil.Eventually(t, 30*time.Second, "the container listening for uevents", func() bool {
+		out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+		return strings.Contains(string(out), "uevent monitor listening")
+	})
+	logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
+	if !strings.Contains(string(logs), `"rules":"/root/config/conf.yaml"`) {
+		t.Errorf("the daemon did not say it took its rules from /root/config/conf.yaml; log:\n%s", logs)
+	}
+
+	n := testkernel.ZramAdd(t)
+	res := fmt.Sprintf("smarter-devices/zram%d", n)
+	waitFor(t, k, res, "healthy through the old manifest's container", allHealth(2, pluginapi.Healthy))
+	if err := testkernel.ZramRemove(n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, k, res, "unhealthy through the old manifest's container", allHealth(2, pluginapi.Unhealthy))
+
+	if out, err := exec.Command("docker", "stop", "-t", "20", name).CombinedOutput(); err != nil {
+		t.Fatalf("docker stop: %v\n%s", err, out)
+	}
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}", name).Output()
+	if err != nil || strings.TrimSpace(string(out)) != "0 false" {
+		t.Errorf("container exit code and OOM-killed %q (%v), want \"0 false\" under the old 15 MiB limit", out, err)
 	}
 }

@@ -64,7 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("smarter-device-manager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "config", "", "rule file (legacy YAML list, versioned YAML or TOML); empty: the embedded default rules")
+	fs.StringVar(&f.config, "config", "", "rule file (legacy YAML list, versioned YAML or TOML); empty: the first of "+strings.Join(defaultRuleFiles(), ", ")+" that exists, else the embedded default rules")
 	fs.StringVar(&f.devRoot, "dev-root", "/dev", "device root to scan for device nodes")
 	fs.StringVar(&f.sysRoot, "sys-root", "/sys", "sysfs root (Jetson GPUs under devices/gpu.N)")
 	fs.StringVar(&f.runDir, "run-dir", "/run", "udev's run directory: its control socket (udev/control, for --uevent-source=auto) and database (udev/data, for property rules)")
@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 		return nil
 	})
-	fs.BoolVar(&f.watchConfig, "watch-config", true, "reload --config when it changes on disk (a ConfigMap update), not only on SIGHUP")
+	fs.BoolVar(&f.watchConfig, "watch-config", true, "reload the rule file when it changes on disk (a ConfigMap update), not only on SIGHUP")
 	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
@@ -94,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			"       smarter-device-manager version\n\n"+
 			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
 			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug.\n"+
-			"SIGHUP reloads --config; SIGTERM/SIGINT stop cleanly.\n\n"+
+			"SIGHUP reloads the rule file; SIGTERM/SIGINT stop cleanly.\n\n"+
 			"Every flag can also be set from the environment: --plugin-dir as\n"+
 			"SMARTER_DEVICE_MANAGER_PLUGIN_DIR, and so on; the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -183,14 +183,12 @@ func run(args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	cfg := conf.Default()
-	if f.config != "" {
-		if cfg, err = conf.Load(f.config); err != nil {
-			// Every problem at once, one per line, file:line: field: problem.
-			fmt.Fprintf(stderr, "smarter-device-manager: invalid rule file:\n%v\n", err)
-			log.Error().Err(err).Str("file", f.config).Msg("invalid rule file; not starting")
-			return exitError
-		}
+	cfg, rules, err := loadRules(f.config, defaultRuleFiles())
+	if err != nil {
+		// Every problem at once, one per line, file:line: field: problem.
+		fmt.Fprintf(stderr, "smarter-device-manager: invalid rule file:\n%v\n", err)
+		log.Error().Err(err).Str("file", rules.file).Msg("invalid rule file; not starting")
+		return exitError
 	}
 	if err := conf.ValidPrefix(f.prefix); err != nil {
 		fmt.Fprintf(stderr, "smarter-device-manager: --resource-prefix: %v\n", err)
@@ -230,11 +228,10 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}()
 
-	rulesFrom := f.config
-	if rulesFrom == "" {
-		rulesFrom = "embedded default"
+	if len(rules.ignored) > 0 {
+		log.Warn().Str("rules", rules.file).Strs("ignored", rules.ignored).Msg("more than one default rule file exists; using the first (set --config to choose)")
 	}
-	log.Info().Str("rules", rulesFrom).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
+	log.Info().Str("rules", rules.String()).Str("rules_from", rules.why).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
 		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Msg("starting smarter-device-manager")
 
 	stats := new(daemon.Stats)
@@ -259,7 +256,7 @@ func run(args []string, stderr io.Writer) int {
 
 	err = daemon.Run(ctx, daemon.Options{
 		Config:      cfg,
-		ConfigPath:  f.config,
+		ConfigPath:  rules.file,
 		WatchConfig: f.watchConfig,
 		Reload:      reload,
 		DevRoot:     f.devRoot,

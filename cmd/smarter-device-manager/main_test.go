@@ -270,3 +270,41 @@ func TestListDryRun(t *testing.T) {
 		t.Errorf("table --matched:\n%s", out.String())
 	}
 }
+
+// Where the rules come from: --config (or its environment variable) when
+// set, else the first default file that exists, else the embedded rules.
+func TestResolveRules(t *testing.T) {
+	dir := t.TempDir()
+	etc := filepath.Join(dir, "etc-rules.toml")
+	old := filepath.Join(dir, "root-config-conf.yaml")
+	candidates := []string{etc, old}
+
+	src, err := resolveRules("", candidates)
+	if err != nil || src.file != "" || src.String() != "embedded default" {
+		t.Errorf("no files: %+v %v, want the embedded default", src, err)
+	}
+	os.WriteFile(old, []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"), 0o644)
+	cfg, src, err := loadRules("", candidates)
+	if err != nil || src.file != old || cfg.Source != old || len(cfg.Rules) != 1 {
+		t.Errorf("only the old daemon's file: %+v %v, want it loaded", src, err)
+	}
+	os.WriteFile(etc, []byte("version = \"v1\"\n[[rule]]\nmatch = \"^ttyUSB[0-9]+$\"\n"), 0o644)
+	src, err = resolveRules("", candidates)
+	if err != nil || src.file != etc || !slices.Equal(src.ignored, []string{old}) {
+		t.Errorf("both files: %+v %v, want %s first and %s reported as ignored", src, err, etc, old)
+	}
+	src, err = resolveRules(old, candidates)
+	if err != nil || src.file != old || src.why != "--config" {
+		t.Errorf("--config: %+v %v, want the flag to win", src, err)
+	}
+	// An explicit file that is missing is an error, never a silent
+	// fallback to other rules.
+	if _, _, err := loadRules(filepath.Join(dir, "missing.yaml"), candidates); err == nil {
+		t.Error("a missing --config file loaded")
+	}
+	// A default file that is present but broken stops the daemon too.
+	os.WriteFile(etc, []byte("version = \"v1\"\n[[rule]]\nmatch = \"^tty[\"\n"), 0o644)
+	if _, _, err := loadRules("", candidates); err == nil || !strings.Contains(err.Error(), etc) {
+		t.Errorf("broken default file: %v, want an error naming %s", err, etc)
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/daemon"
 )
 
@@ -22,7 +21,7 @@ import (
 func check(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("smarter-device-manager check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("config", "", "rule file to check; empty: the embedded default rules")
+	file := fs.String("config", "", "rule file to check; empty: the one the daemon would use (see smarter-device-manager --help)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager check [--config FILE]\n\nValidates a rule file and lists every problem.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -34,13 +33,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smarter-device-manager check: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg := conf.Default()
-	if *file != "" {
-		var err error
-		if cfg, err = conf.Load(*file); err != nil {
-			fmt.Fprintf(stderr, "%v\n", err)
-			return exitError
-		}
+	cfg, src, err := loadRules(*file, defaultRuleFiles())
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return exitError
+	}
+	if src.file == "" {
+		fmt.Fprintf(stdout, "no --config and none of %s exists: the embedded default rules\n", strings.Join(defaultRuleFiles(), ", "))
 	}
 	fmt.Fprintf(stdout, "%s: %d rules, %s: OK\n", cfg.Source, len(cfg.Rules), cfg.Format)
 	return exitOK
@@ -51,7 +50,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 func list(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("smarter-device-manager list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("config", "", "rule file; empty: the embedded default rules")
+	file := fs.String("config", "", "rule file; empty: the one the daemon would use (see smarter-device-manager --help)")
 	devRoot := fs.String("dev-root", "/dev", "device root to scan")
 	sysRoot := fs.String("sys-root", "/sys", "sysfs root")
 	runDir := fs.String("run-dir", "/run", "udev's run directory (its database)")
@@ -71,13 +70,10 @@ func list(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smarter-device-manager list: --output: %q is not table or json\n", *output)
 		return exitUsage
 	}
-	cfg := conf.Default()
-	if *file != "" {
-		var err error
-		if cfg, err = conf.Load(*file); err != nil {
-			fmt.Fprintf(stderr, "%v\n", err)
-			return exitError
-		}
+	cfg, _, err := loadRules(*file, defaultRuleFiles())
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return exitError
 	}
 	entries, err := daemon.Plan(daemon.Options{Config: cfg, DevRoot: *devRoot, SysRoot: *sysRoot, RunDir: *runDir, Prefix: *prefix})
 	if err != nil {
