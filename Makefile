@@ -11,7 +11,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e bench release image clean
+.PHONY: all build run test deps vet unit fuzz e2e bench release image check-packaging tools clean
 
 all: build
 
@@ -44,7 +44,7 @@ image:
 run:
 	$(GO) run ./cmd/smarter-device-manager --log-format=console
 
-test: deps vet fuzz unit e2e
+test: deps vet fuzz unit check-packaging e2e
 
 deps:
 	bash scripts/test-deps.sh
@@ -66,6 +66,19 @@ e2e:
 	else \
 		cd e2e && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 40m ./...; \
 	fi
+
+# What packaging/ ships: every manifest decoded strictly into the API types,
+# the kustomize overlays and the Helm chart rendered (helm lint, helm
+# template) and compared with the plain manifest. Its own module
+# (packaging/check); helm and kustomize are built from tools/ (pinned).
+check-packaging:
+	cd packaging/check && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# The pinned tools (tools/*/go.mod): bin/helm, bin/kustomize, bin/nfpm.
+tools:
+	$(GO) build -C tools/helm -o $(CURDIR)/bin/helm helm.sh/helm/v3/cmd/helm
+	$(GO) build -C tools/kustomize -o $(CURDIR)/bin/kustomize sigs.k8s.io/kustomize/kustomize/v5
+	$(GO) build -C tools/nfpm -o $(CURDIR)/bin/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 # Each fuzz target for a bounded number of inputs; longer runs: make fuzz FUZZTIME=10m.
 fuzz:

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ type flags struct {
 	sysRoot      string
 	runDir       string
 	pluginDir    string
+	kubeletDir   string
 	prefix       string
 	removeAfter  time.Duration
 	resync       time.Duration
@@ -68,7 +70,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.devRoot, "dev-root", "/dev", "device root to scan for device nodes")
 	fs.StringVar(&f.sysRoot, "sys-root", "/sys", "sysfs root (Jetson GPUs under devices/gpu.N)")
 	fs.StringVar(&f.runDir, "run-dir", "/run", "udev's run directory: its control socket (udev/control, for --uevent-source=auto) and database (udev/data, for property rules)")
-	fs.StringVar(&f.pluginDir, "plugin-dir", "/var/lib/kubelet/device-plugins", "kubelet device-plugin directory (holds kubelet.sock)")
+	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory: k3s before v1.17.3 /var/lib/rancher/k3s/agent/kubelet, microk8s /var/snap/microk8s/common/var/lib/kubelet")
+	fs.StringVar(&f.pluginDir, "plugin-dir", "", "kubelet device-plugin directory (holds kubelet.sock); empty: KUBELET_DIR/device-plugins")
 	fs.StringVar(&f.prefix, "resource-prefix", "smarter-devices", "extended-resource domain: resources are named PREFIX/DEVICE")
 	fs.DurationVar(&f.removeAfter, "remove-after", 5*time.Minute, "stop a resource whose device has been gone this long (0: keep it forever, unhealthy)")
 	fs.DurationVar(&f.resync, "resync", time.Minute, "full re-read of the device state even with no uevent (a safety net)")
@@ -118,6 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if _, err := hotplug.ParseSource(f.ueventSource); err != nil {
 		return nil, fmt.Errorf("--uevent-source: %w", err)
+	}
+	if f.pluginDir == "" {
+		f.pluginDir = filepath.Join(f.kubeletDir, "device-plugins")
 	}
 	if f.removeAfter < 0 {
 		return nil, fmt.Errorf("--remove-after: %v is negative", f.removeAfter)

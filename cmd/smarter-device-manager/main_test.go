@@ -308,3 +308,22 @@ func TestResolveRules(t *testing.T) {
 		t.Errorf("broken default file: %v, want an error naming %s", err, etc)
 	}
 }
+
+// --plugin-dir follows --kubelet-dir (microk8s, old k3s) unless given.
+func TestKubeletDir(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "/var/lib/kubelet/device-plugins"},
+		{[]string{"--kubelet-dir", "/var/snap/microk8s/common/var/lib/kubelet"}, "/var/snap/microk8s/common/var/lib/kubelet/device-plugins"},
+		{[]string{"--kubelet-dir", "/var/lib/rancher/k3s/agent/kubelet", "--plugin-dir", "/x"}, "/x"},
+	} {
+		f, err := parseFlags(c.args, io.Discard)
+		if err != nil {
+			t.Errorf("%q: %v", c.args, err)
+		} else if f.pluginDir != c.want {
+			t.Errorf("%q: plugin dir %q, want %q", c.args, f.pluginDir, c.want)
+		}
+	}
+}
