@@ -11,7 +11,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e bench release image check-packaging tools clean
+.PHONY: all build run test deps vet unit fuzz e2e bench release packages image check-packaging tools clean
 
 all: build
 
@@ -30,6 +30,11 @@ release:
 	for p in amd64 arm64 arm; do \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$p GOARM=7 $(GO) build $(BUILDFLAGS) -o dist/linux-$$p/smarter-device-manager ./cmd/smarter-device-manager || exit 1; \
 	done
+
+# .deb and .rpm packages of the release binaries (packaging/nfpm.yaml, nfpm
+# pinned in tools/nfpm) into dist/: binary, systemd unit, rules as a conffile.
+packages: release
+	bash scripts/package.sh
 
 IMAGE ?= smarter-device-manager:latest
 # A FROM scratch image of this machine's architecture, from the binary built
