@@ -524,9 +524,13 @@ func TestOldManifestSwitchesByImage(t *testing.T) {
 	if err := os.Mkdir(configMap, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A rule the embedded default lacks: seeing zram proves the ConfigMap
-	// was read.
-	if err := os.WriteFile(filepath.Join(configMap, "conf.yaml"), []byte("- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"), 0o644); err != nil {
+	// The old daemon's default rules (the memory limit must hold with
+	// them) plus a rule they lack: seeing zram proves the ConfigMap was read.
+	oldDefault, err := os.ReadFile("../../conf/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(configMap, "conf.yaml"), append(oldDefault, "- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	plugins := filepath.Join(dir, "plugins")
