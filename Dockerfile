@@ -1,6 +1,7 @@
 # smarter-device-manager: a static binary in an empty image (no shell, no
 # libc). The binary is built first (make image), since no builder image can
 # be pulled here and none is needed: CGO_ENABLED=0 makes it self-contained.
+# make image-multiarch builds the same image for three platforms, without buildx (tools/ociimage).
 FROM scratch
 ARG TARGETARCH=amd64
 COPY dist/linux-${TARGETARCH}/smarter-device-manager /smarter-device-manager

@@ -11,7 +11,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e bench release packages image check-packaging tools clean
+.PHONY: all build run test deps vet unit fuzz e2e bench release packages image image-multiarch check-packaging tools clean
 
 all: build
 
@@ -38,11 +38,18 @@ packages: release
 
 IMAGE ?= smarter-device-manager:latest
 # A FROM scratch image of this machine's architecture, from the binary built
-# first; other architectures: docker buildx with --platform and the release
-# binaries (TARGETARCH picks dist/linux-<arch>).
+# first, into the local Docker engine; all three architectures at once:
+# make image-multiarch.
 image:
 	CGO_ENABLED=0 GOOS=linux $(GO) build $(BUILDFLAGS) -o dist/linux-$$($(GO) env GOARCH)/smarter-device-manager ./cmd/smarter-device-manager
 	docker build --build-arg TARGETARCH=$$($(GO) env GOARCH) -t $(IMAGE) .
+
+# The same image for linux/amd64, linux/arm64 and linux/arm/v7 with an OCI
+# index over them, without buildx (tools/ociimage): an OCI-layout tarball,
+# reproducible (SOURCE_DATE_EPOCH, default 0). Push it with
+#   skopeo copy --all oci-archive:dist/smarter-device-manager-oci.tar docker://REGISTRY/smarter-device-manager:TAG
+image-multiarch: release
+	$(GO) run -C tools/ociimage . -dist $(CURDIR)/dist -oci-archive $(CURDIR)/dist/smarter-device-manager-oci.tar -tag $(IMAGE)
 
 # Runs the daemon on its embedded default rules (root: it serves sockets in
 # the kubelet plugin directory and reads netlink uevents).
@@ -60,6 +67,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd tools/ociimage && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 # The real-kubelet conformance suite (e2e/, its own module so the daemon's
 # go.mod stays small): the daemon binary against k8s.io/kubernetes'
