@@ -393,40 +393,12 @@ func TestImageServesThroughContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(k.Stop)
-	name := fmt.Sprintf("sdm-e2e-%d", os.Getpid())
-	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host", "--read-only",
+	state := hotplugThroughContainer(t, k, fmt.Sprintf("sdm-e2e-%d", os.Getpid()), 1, "--network", "host", "--read-only",
 		"--cap-drop", "ALL", "--security-opt", "no-new-privileges",
 		"-v", "/dev:/dev:ro", "-v", "/sys:/sys:ro", "-v", dir+":"+dir, "-v", rules+":/root/config/conf.yaml:ro",
 		tag, "--config", "/root/config/conf.yaml", "--plugin-dir", dir, "--uevent-source", "kernel", "--resync", "1h", "--log-level", "debug")
-	if out, err := run.CombinedOutput(); err != nil {
-		t.Fatalf("docker run: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := exec.Command("docker", "logs", name).CombinedOutput()
-			t.Logf("container log:\n%s", out)
-		}
-		_ = exec.Command("docker", "rm", "-f", name).Run() // our container, by its name
-	})
-	testutil.Eventually(t, 30*time.Second, "the container listening for uevents", func() bool {
-		out, _ := exec.Command("docker", "logs", name).CombinedOutput()
-		return strings.Contains(string(out), "uevent monitor listening")
-	})
-
-	n := testkernel.ZramAdd(t)
-	res := fmt.Sprintf("smarter-devices/zram%d", n)
-	waitFor(t, k, res, "healthy through the container", allHealth(1, pluginapi.Healthy))
-	if err := testkernel.ZramRemove(n); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, k, res, "unhealthy through the container", allHealth(1, pluginapi.Unhealthy))
-
-	if out, err := exec.Command("docker", "stop", "-t", "20", name).CombinedOutput(); err != nil {
-		t.Fatalf("docker stop: %v\n%s", err, out)
-	}
-	out, err := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}}", name).Output()
-	if err != nil || strings.TrimSpace(string(out)) != "0" {
-		t.Errorf("container exit code %q (%v), want 0 after SIGTERM", out, err)
+	if state.exitCode != "0" {
+		t.Errorf("container exit code %q, want 0 after SIGTERM", state.exitCode)
 	}
 	if socks, _ := filepath.Glob(filepath.Join(dir, "smarter-*.sock")); len(socks) != 0 {
 		t.Errorf("sockets left after the container stopped: %v", socks)
@@ -539,45 +511,68 @@ func TestOldManifestSwitchesByImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(k.Stop)
-	name := fmt.Sprintf("sdm-e2e-old-%d", os.Getpid())
 	// The old DaemonSet's shape: host network, /dev, /sys, the plugin dir
 	// and the ConfigMap; no args, no env.
-	run := exec.Command("docker", "run", "-d", "--name", name, "--network", "host",
+	state := hotplugThroughContainer(t, k, fmt.Sprintf("sdm-e2e-old-%d", os.Getpid()), 2, "--network", "host",
 		"--memory", "15m", "--memory-swap", "15m", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
 		"-v", "/dev:/dev", "-v", "/sys:/sys", "-v", plugins+":/var/lib/kubelet/device-plugins",
 		"-v", configMap+":/root/config:ro", tag)
+	if !strings.Contains(state.log, `"rules":"/root/config/conf.yaml"`) {
+		t.Errorf("the daemon did not say it took its rules from /root/config/conf.yaml; log:\n%s", state.log)
+	}
+	if state.exitCode != "0" || state.oomKilled != "false" {
+		t.Errorf("container exit code %q, OOM-killed %q; want 0 and false under the old 15 MiB limit", state.exitCode, state.oomKilled)
+	}
+}
+
+// containerState is how a container ended, and its log.
+type containerState struct {
+	exitCode, oomKilled, log string
+}
+
+// hotplugThroughContainer runs `docker run -d --name NAME args...`, waits
+// until the daemon inside listens for uevents, adds a zram device and waits
+// for its resource (count IDs) to turn Healthy at the fake kubelet, removes
+// it and waits for Unhealthy, then stops the container (SIGTERM) and
+// reports how it ended. The container is removed when the test ends.
+func hotplugThroughContainer(t *testing.T, k *plugintest.FakeKubelet, name string, count int, args ...string) containerState {
+	t.Helper()
+	run := exec.Command("docker", append([]string{"run", "-d", "--name", name}, args...)...)
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("docker run: %v\n%s", err, out)
 	}
+	logs := func() string {
+		out, _ := exec.Command("docker", "logs", name).CombinedOutput()
+		return string(out)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := exec.Command("docker", "logs", name).CombinedOutput()
-			t.Logf("container log:\n%s", out)
+			t.Logf("container log:\n%s", logs())
 		}
 		_ = exec.Command("docker", "rm", "-f", name).Run() // our container, by its name
 	})
 	testutil.Eventually(t, 30*time.Second, "the container listening for uevents", func() bool {
-		out, _ := exec.Command("docker", "logs", name).CombinedOutput()
-		return strings.Contains(string(out), "uevent monitor listening")
+		return strings.Contains(logs(), "uevent monitor listening")
 	})
-	logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
-	if !strings.Contains(string(logs), `"rules":"/root/config/conf.yaml"`) {
-		t.Errorf("the daemon did not say it took its rules from /root/config/conf.yaml; log:\n%s", logs)
-	}
 
 	n := testkernel.ZramAdd(t)
 	res := fmt.Sprintf("smarter-devices/zram%d", n)
-	waitFor(t, k, res, "healthy through the old manifest's container", allHealth(2, pluginapi.Healthy))
+	waitFor(t, k, res, "healthy through the container", allHealth(count, pluginapi.Healthy))
 	if err := testkernel.ZramRemove(n); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, k, res, "unhealthy through the old manifest's container", allHealth(2, pluginapi.Unhealthy))
+	waitFor(t, k, res, "unhealthy through the container", allHealth(count, pluginapi.Unhealthy))
 
 	if out, err := exec.Command("docker", "stop", "-t", "20", name).CombinedOutput(); err != nil {
 		t.Fatalf("docker stop: %v\n%s", err, out)
 	}
 	out, err := exec.Command("docker", "inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}", name).Output()
-	if err != nil || strings.TrimSpace(string(out)) != "0 false" {
-		t.Errorf("container exit code and OOM-killed %q (%v), want \"0 false\" under the old 15 MiB limit", out, err)
+	if err != nil {
+		t.Fatalf("docker inspect: %v", err)
 	}
+	state := containerState{log: logs()}
+	if f := strings.Fields(string(out)); len(f) == 2 {
+		state.exitCode, state.oomKilled = f[0], f[1]
+	}
+	return state
 }
