@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,8 +33,10 @@ type Options struct {
 	ConfigPath string
 	// Reload asks for the rule file to be read again (SIGHUP).
 	Reload <-chan struct{}
-	// WatchConfig also reloads ConfigPath when its directory changes: a
-	// ConfigMap update swaps a symlink there, an editor renames a file.
+	// WatchConfig also reloads ConfigPath when it changes on disk: its own
+	// name (an editor renames a file in), a symlink on the way to it (a
+	// ConfigMap update swaps ..data) or the file a symlink points to.
+	// Nothing else in those directories triggers a reload.
 	WatchConfig bool
 
 	DevRoot   string // default /dev
@@ -164,7 +167,9 @@ func Run(ctx context.Context, opts Options) error {
 	})
 
 	if opts.WatchConfig && opts.ConfigPath != "" {
-		wg.Go(func() { d.watchConfig(ctx) })
+		if w, relevant := d.startConfigWatch(); w != nil {
+			wg.Go(func() { d.watchConfig(ctx, w, relevant) })
+		}
 	}
 
 	d.loop(ctx)
@@ -192,6 +197,10 @@ type daemon struct {
 	configChanged chan struct{}
 	reg           *plugin.Registrar // one kubelet connection for every registration
 	warned        map[string]bool   // warnings already logged, so a rescan does not repeat them
+	// lastRead is what the last reload read (content or error), so one
+	// that reads the same again does nothing and logs nothing.
+	lastRead   *readResult
+	lastFailed bool // and it failed
 	// collect, when set (Plan), also receives every warning.
 	collect func(conf.Warning)
 	// blockVerdicts caches the dangerous-block-device check (see safety).
@@ -295,20 +304,55 @@ func (d *daemon) kickAll() {
 	}
 }
 
+// readResult identifies what one read of the rule file found: its
+// content, or the error that stopped the read.
+type readResult struct {
+	sum [sha256.Size]byte
+	err string
+}
+
+// reload reads the rule file and applies it. Content it read last time
+// (good or broken) is skipped before parsing: a watch event or SIGHUP that
+// changed nothing costs one read, and a broken file is logged once for
+// each new content, however often it is read.
 func (d *daemon) reload() {
 	if d.opts.ConfigPath == "" {
 		d.log.Info().Msg("reload: no --config file, the embedded default rules stay")
 		return
 	}
-	cfg, err := conf.Load(d.opts.ConfigPath)
-	if err == nil && sameRules(cfg, d.cfg) {
-		return // a watch event that changed nothing in the rules
+	st := d.opts.Stats
+	st.Reloads.Add(1)
+	data, err := os.ReadFile(d.opts.ConfigPath)
+	read := readResult{sum: sha256.Sum256(data)}
+	if err != nil {
+		read = readResult{err: err.Error()}
 	}
+	if d.lastRead != nil && *d.lastRead == read {
+		st.ReloadsUnchanged.Add(1)
+		d.log.Debug().Str("file", d.opts.ConfigPath).Msg("rule file unchanged since the last reload")
+		return
+	}
+	d.lastRead = &read
+	wasBroken := d.lastFailed
+	var cfg *conf.Config
+	if err != nil {
+		err = fmt.Errorf("load rules: %w", err)
+	} else {
+		cfg, err = conf.Parse(d.opts.ConfigPath, data)
+	}
+	d.lastFailed = err != nil
 	if err != nil {
 		// The old rules keep serving: nothing that worked is lost.
-		d.opts.Stats.Errors.Add(1)
+		st.ReloadFailures.Add(1)
+		st.Errors.Add(1)
 		d.log.Error().Err(err).Str("file", d.opts.ConfigPath).Msg("reload failed; keeping the rules in force")
 		return
+	}
+	if sameRules(cfg, d.cfg) {
+		if wasBroken {
+			d.log.Info().Str("file", d.opts.ConfigPath).Msg("rule file valid again; the rules in force are unchanged")
+		}
+		return // a comment or an edit undone
 	}
 	d.cfg = cfg
 	clear(d.warned)

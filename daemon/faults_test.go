@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -298,4 +299,111 @@ func TestReloadOnFileChange(t *testing.T) {
 	if !health(1, pluginapi.Healthy)(h.kubelet.Devices("smarter-devices/i2c-1")) {
 		t.Errorf("a broken file changed what is served")
 	}
+}
+
+// The watch reacts to the rule file's own name, to each symlink on the way
+// to it (a ConfigMap's ..data) and to the file at the end, wherever that
+// is; nothing else in those directories.
+func TestRuleFilePaths(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	elsewhere := testutil.ShortTempDir(t)
+	mustLink := func(target, link string) {
+		t.Helper()
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(elsewhere, "real.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustLink(filepath.Join(elsewhere, "real.yaml"), filepath.Join(dir, "abs.yaml"))
+	mustLink("abs.yaml", filepath.Join(dir, "chain.yaml"))
+	cmDir := filepath.Join(dir, "cm")
+	if err := os.Mkdir(cmDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cm := newConfigMap(t, cmDir, "")
+	cmTarget := func() string {
+		t.Helper()
+		ts, err := os.Readlink(filepath.Join(cmDir, "..data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(cmDir, ts, "rules.yaml")
+	}
+
+	for _, c := range []struct {
+		name, file string
+		want       []string
+	}{
+		{"a plain file", filepath.Join(dir, "plain.yaml"), []string{filepath.Join(dir, "plain.yaml")}},
+		{"a file not there yet", filepath.Join(dir, "missing.yaml"), []string{filepath.Join(dir, "missing.yaml")}},
+		{"a link to another directory", filepath.Join(dir, "abs.yaml"), []string{filepath.Join(dir, "abs.yaml"), filepath.Join(elsewhere, "real.yaml")}},
+		{"a link to a link", filepath.Join(dir, "chain.yaml"), []string{filepath.Join(dir, "chain.yaml"), filepath.Join(dir, "abs.yaml"), filepath.Join(elsewhere, "real.yaml")}},
+		{"a ConfigMap mount", cm.path(), []string{cm.path(), filepath.Join(cmDir, "..data"), cmTarget()}},
+	} {
+		if got := ruleFilePaths(c.file); !slices.Equal(got, c.want) {
+			t.Errorf("%s: ruleFilePaths(%s) = %q, want %q", c.name, c.file, got, c.want)
+		}
+	}
+	cm.swap("")
+	if got, want := ruleFilePaths(cm.path()), []string{cm.path(), filepath.Join(cmDir, "..data"), cmTarget()}; !slices.Equal(got, want) {
+		t.Errorf("after a ConfigMap update: %q, want %q", got, want)
+	}
+	cm.dangle()
+	if got, want := ruleFilePaths(cm.path()), []string{cm.path(), filepath.Join(cmDir, "..data"), filepath.Join(cmDir, "..gone", "rules.yaml")}; !slices.Equal(got, want) {
+		t.Errorf("..data dangling: %q, want %q", got, want)
+	}
+}
+
+// A rule file that is a symlink into another directory (a file kept in a
+// git checkout, say) is reloaded when the file it points to is edited in
+// place, and when the link is pointed at another file.
+func TestReloadFollowsSymlinkTarget(t *testing.T) {
+	const (
+		one = "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n"
+		two = "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 2\n"
+		six = "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 6\n"
+	)
+	dir := testutil.ShortTempDir(t)
+	elsewhere := testutil.ShortTempDir(t)
+	real := filepath.Join(elsewhere, "real.yaml")
+	other := filepath.Join(elsewhere, "other.yaml")
+	link := filepath.Join(dir, "rules.yaml")
+	write := func(file, text string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(real, one)
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, one, func(o *Options) {
+		o.ConfigPath = link
+		o.WatchConfig = true
+	})
+	h.dev.set("ttyACM0", charDev)
+	h.events.fire("add", "ttyACM0")
+	h.waitFor("smarter-devices/ttyACM0", "served", health(1, pluginapi.Healthy))
+
+	write(real, two) // in place, in the other directory
+	h.waitFor("smarter-devices/ttyACM0", "the edit of the link's target applied", health(2, pluginapi.Healthy))
+
+	// Point the link at another file, as a deployment tool does: a new
+	// link renamed over the old one.
+	write(other, one)
+	if err := os.Symlink(other, link+".new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+".new", link); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("smarter-devices/ttyACM0", "the new target applied", health(1, pluginapi.Healthy))
+	write(other, six)
+	h.waitFor("smarter-devices/ttyACM0", "an edit of the new target applied", health(6, pluginapi.Healthy))
 }

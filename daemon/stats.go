@@ -13,18 +13,27 @@ type Stats struct {
 	Resources   atomic.Int64  // plugin servers running now
 	Ignored     atomic.Uint64 // uevents that asked for nothing (no node, no add/remove)
 	Errors      atomic.Uint64 // failures logged as errors: device root unreadable, reload failed, CDI spec not written
+
+	// Reloads counts reads of the rule file (SIGHUP, or a change the
+	// watch saw); ReloadsUnchanged, those that found what the previous one
+	// read and did nothing; ReloadFailures, those that found a new broken
+	// file (each logged once).
+	Reloads, ReloadsUnchanged, ReloadFailures atomic.Uint64
 }
 
 // Snapshot returns the counters as a plain map, e.g. for expvar.
 func (s *Stats) Snapshot() map[string]any {
 	return map[string]any{
-		"events":       s.Events.Load(),
-		"relevant":     s.Relevant.Load(),
-		"lost":         s.Lost.Load(),
-		"rescans":      s.Rescans.Load(),
-		"rescan_nanos": s.RescanNanos.Load(),
-		"resources":    s.Resources.Load(),
-		"ignored":      s.Ignored.Load(),
-		"errors":       s.Errors.Load(),
+		"events":            s.Events.Load(),
+		"relevant":          s.Relevant.Load(),
+		"lost":              s.Lost.Load(),
+		"rescans":           s.Rescans.Load(),
+		"rescan_nanos":      s.RescanNanos.Load(),
+		"resources":         s.Resources.Load(),
+		"ignored":           s.Ignored.Load(),
+		"errors":            s.Errors.Load(),
+		"reloads":           s.Reloads.Load(),
+		"reloads_unchanged": s.ReloadsUnchanged.Load(),
+		"reload_failures":   s.ReloadFailures.Load(),
 	}
 }

@@ -58,19 +58,36 @@ func goTool() string {
 }
 
 type daemonProc struct {
-	cmd  *exec.Cmd
-	log  *testutil.SyncBuffer
-	done chan error
+	cmd     *exec.Cmd
+	log     *testutil.SyncBuffer
+	logFile string // where the daemon writes its log itself, if not to log
+	done    chan error
 }
 
 // startDaemon runs the binary; cleanup stops it (by its own PID) if the test
 // did not, and prints its log when the test failed.
 func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	p := &daemonProc{log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
+	return startDaemonLogTo(t, "", args...)
+}
+
+// startDaemonLogTo is startDaemon with the daemon's stdout and stderr
+// redirected to logFile, as a shell's > does, when it is not "".
+func startDaemonLogTo(t *testing.T, logFile string, args ...string) *daemonProc {
+	t.Helper()
+	p := &daemonProc{log: &testutil.SyncBuffer{}, logFile: logFile, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close() // the daemon has its own copy of the descriptor
+		p.cmd.Stdout = f
+		p.cmd.Stderr = f
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting the daemon: %v", err)
 	}
@@ -81,7 +98,7 @@ func startDaemon(t *testing.T, args ...string) *daemonProc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", p.log.String())
+			t.Logf("daemon log:\n%s", p.logText())
 		}
 	})
 	return p
@@ -107,7 +124,7 @@ func (p *daemonProc) stop(t *testing.T) int {
 func (p *daemonProc) listenAddr(t *testing.T, what string) string {
 	t.Helper()
 	p.waitLog(t, what)
-	for _, line := range strings.Split(p.log.String(), "\n") {
+	for _, line := range strings.Split(p.logText(), "\n") {
 		if strings.Contains(line, what) {
 			var rec struct{ Addr string }
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
@@ -124,7 +141,16 @@ func (p *daemonProc) listenAddr(t *testing.T, what string) string {
 // outside view of a reload that (rightly) changes nothing.
 func (p *daemonProc) waitLog(t *testing.T, want string) {
 	t.Helper()
-	testutil.Eventually(t, 30*time.Second, "daemon log "+want, func() bool { return strings.Contains(p.log.String(), want) })
+	testutil.Eventually(t, 30*time.Second, "daemon log "+want, func() bool { return strings.Contains(p.logText(), want) })
+}
+
+// logText is what the daemon has logged so far.
+func (p *daemonProc) logText() string {
+	if p.logFile == "" {
+		return p.log.String()
+	}
+	b, _ := os.ReadFile(p.logFile)
+	return string(b)
 }
 
 func allHealth(n int, health string) func([]*pluginapi.Device) bool {

@@ -130,6 +130,98 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 }
 
+// debugStats reads the daemon's counters from --debug-addr's /debug/vars.
+func debugStats(t *testing.T, addr string) map[string]uint64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/debug/vars")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Stats map[string]uint64 `json:"smarter_device_manager"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Stats
+}
+
+// A typo in the rule file and one SIGHUP, with the daemon's log beside the
+// rule file as in `smarter-device-manager --config ./rules.yaml > ./sdm.log
+// 2>&1`: the failure is logged once, and writing that line (a change in
+// the rule file's directory) does not set off another reload. It used to:
+// every logged failure triggered the next reload, thousands a second.
+func TestBrokenRuleFileDoesNotLoop(t *testing.T) {
+	if _, err := os.Stat("/dev/null"); err != nil {
+		t.Skipf("skipping: /dev/null missing: %v", err)
+	}
+	dir := testutil.ShortTempDir(t) // the rule file and the log
+	pluginDir := testutil.ShortTempDir(t)
+	rules := filepath.Join(dir, "rules.yaml")
+	// One rename is one change of rules.yaml; writing the temporary file
+	// beside it is none.
+	replace := func(s string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "rules.yaml.new")
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, rules); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("version: v1\nrules:\n  - match: ^null$\n")
+	k, err := plugintest.StartFakeKubelet(pluginDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	logFile := filepath.Join(dir, "sdm.log")
+	d := startDaemonLogTo(t, logFile, "--config", rules, "--plugin-dir", pluginDir, "--uevent-source", "kernel", "--resync", "1h",
+		"--debug-addr", "127.0.0.1:0")
+	addr := d.listenAddr(t, "debug endpoints")
+	waitFor(t, k, "smarter-devices/null", "served", allHealth(1, pluginapi.Healthy))
+	// The daemon has logged into dir since it started watching: none of
+	// that is a reason to read the rules.
+	if st := debugStats(t, addr); st["reloads"] != 0 {
+		t.Fatalf("%d reloads before the rule file changed; counters %v", st["reloads"], st)
+	}
+
+	// The watch sees the typo (one reload), then SIGHUP asks again (one
+	// more, of the same content).
+	replace("version: v1\nrules:\n  - match: ^null$\n    count: many\n")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the watch's and the SIGHUP's reloads", func() bool { return debugStats(t, addr)["reloads"] >= 2 })
+	// Settle: a loop would show here as reloads climbing. (A slow machine
+	// makes this check weaker, never wrong.)
+	for range 20 {
+		if st := debugStats(t, addr); st["reloads"] != 2 {
+			t.Fatalf("%d reloads after one change and one SIGHUP, want 2; counters %v", st["reloads"], st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := debugStats(t, addr); st["reload_failures"] != 1 || st["reloads_unchanged"] != 1 {
+		t.Errorf("counters %v; want one failure (the new content) and one unchanged read (the same content again)", st)
+	}
+	// What the user reads: the failure once, not once per read.
+	if n := strings.Count(d.logText(), "reload failed"); n != 1 {
+		t.Errorf("%s has %d \"reload failed\" lines, want 1", logFile, n)
+	}
+
+	// Fixed: the change applies, and the failure count stays.
+	replace("version: v1\nrules:\n  - match: ^null$\n    count: 2\n")
+	waitFor(t, k, "smarter-devices/null", "count 2 after the fix", allHealth(2, pluginapi.Healthy))
+	if st := debugStats(t, addr); st["reload_failures"] != 1 {
+		t.Errorf("counters %v after the fix; want still one failure", st)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+}
+
 // --debug-addr serves the counters and pprof; the benchmarks read Go heap
 // figures from it.
 func TestDebugEndpoints(t *testing.T) {

@@ -22,6 +22,7 @@ type collector struct {
 	uevents, ignored, lost, rescans, rescanSeconds, errors *prometheus.Desc
 	devices, registered, registrations, allocations        *prometheus.Desc
 	buildInfo, loopUp                                      *prometheus.Desc
+	reloads, reloadsUnchanged, reloadFailures              *prometheus.Desc
 }
 
 func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
@@ -30,26 +31,30 @@ func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
 		return prometheus.NewDesc(ns+name, help, labels, nil)
 	}
 	return &collector{
-		stats:         stats,
-		probe:         probe,
-		uevents:       d("uevents_total", "Uevents received from netlink."),
-		ignored:       d("uevents_ignored_total", "Uevents that asked for no rescan (no device node, not an add or remove)."),
-		lost:          d("uevents_lost_total", "Times uevents may have been lost (receive buffer overflow, reconnect): each causes a rescan."),
-		rescans:       d("rescans_total", "Reads of the device state (bursts of uevents coalesce into few)."),
-		rescanSeconds: d("rescan_seconds_total", "Time spent reading the device state and reconciling."),
-		errors:        d("errors_total", "Failures logged as errors: device root unreadable, reload failed, CDI spec not written."),
-		devices:       d("devices", "Device IDs advertised, by resource and health.", "resource", "health"),
-		registered:    d("resource_registered", "1 while the resource's server is registered with the kubelet.", "resource"),
-		registrations: d("registrations_total", "Successful registrations with the kubelet (more than one: re-registrations).", "resource"),
-		allocations:   d("allocations_total", "Successful Allocate calls.", "resource"),
-		buildInfo:     d("build_info", "The running build.", "version", "goversion"),
-		loopUp:        d("event_loop_up", "1 when the event loop answered the scrape's probe."),
+		stats:            stats,
+		probe:            probe,
+		uevents:          d("uevents_total", "Uevents received from netlink."),
+		ignored:          d("uevents_ignored_total", "Uevents that asked for no rescan (no device node, not an add or remove)."),
+		lost:             d("uevents_lost_total", "Times uevents may have been lost (receive buffer overflow, reconnect): each causes a rescan."),
+		rescans:          d("rescans_total", "Reads of the device state (bursts of uevents coalesce into few)."),
+		rescanSeconds:    d("rescan_seconds_total", "Time spent reading the device state and reconciling."),
+		errors:           d("errors_total", "Failures logged as errors: device root unreadable, reload failed, CDI spec not written."),
+		devices:          d("devices", "Device IDs advertised, by resource and health.", "resource", "health"),
+		registered:       d("resource_registered", "1 while the resource's server is registered with the kubelet.", "resource"),
+		registrations:    d("registrations_total", "Successful registrations with the kubelet (more than one: re-registrations).", "resource"),
+		allocations:      d("allocations_total", "Successful Allocate calls.", "resource"),
+		buildInfo:        d("build_info", "The running build.", "version", "goversion"),
+		reloads:          d("reloads_total", "Reads of the rule file: SIGHUP, or a change the rule file watch saw."),
+		reloadsUnchanged: d("reloads_unchanged_total", "Of those, reads that found the content the previous one read, and did nothing."),
+		reloadFailures:   d("reload_failures_total", "Of those, reads that found a new broken rule file (each logged once; the rules in force stay)."),
+		loopUp:           d("event_loop_up", "1 when the event loop answered the scrape's probe."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.uevents, c.ignored, c.lost, c.rescans, c.rescanSeconds, c.errors,
-		c.devices, c.registered, c.registrations, c.allocations, c.buildInfo, c.loopUp} {
+		c.devices, c.registered, c.registrations, c.allocations, c.buildInfo, c.loopUp,
+		c.reloads, c.reloadsUnchanged, c.reloadFailures} {
 		ch <- d
 	}
 }
@@ -67,6 +72,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rescans, float64(c.stats.Rescans.Load()))
 	counter(c.rescanSeconds, float64(c.stats.RescanNanos.Load())/1e9)
 	counter(c.errors, float64(c.stats.Errors.Load()))
+	counter(c.reloads, float64(c.stats.Reloads.Load()))
+	counter(c.reloadsUnchanged, float64(c.stats.ReloadsUnchanged.Load()))
+	counter(c.reloadFailures, float64(c.stats.ReloadFailures.Load()))
 	gauge(c.buildInfo, 1, version(), runtime.Version())
 
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
