@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"time"
@@ -162,7 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 		// whether it must serve or register again.
 		err := plugin.WatchDir(ctx, opts.PluginDir, d.log, func(string) { signal(d.kick) })
 		if err != nil {
-			d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; kubelet restarts are noticed only on re-registration failures")
+			d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; the kubelet's start and restarts are noticed only at the periodic resync")
 		}
 	})
 
@@ -206,6 +207,10 @@ type daemon struct {
 	// blockVerdicts caches the dangerous-block-device check (see safety).
 	blockVerdicts map[string]verdict
 	serveWG       sync.WaitGroup
+
+	// waitingForKubelet: the last check found no kubelet socket (and said
+	// so).
+	waitingForKubelet bool
 }
 
 type running struct {
@@ -245,6 +250,7 @@ func (d *daemon) loop(ctx context.Context) {
 	removal.Stop()
 	defer removal.Stop()
 
+	d.checkKubelet()
 	d.reconcile(ctx, removal)
 	for {
 		select {
@@ -299,9 +305,35 @@ func sameRules(a, b *conf.Config) bool {
 // kickAll asks every server to re-check the plugin directory (our socket
 // still there? kubelet.sock new?).
 func (d *daemon) kickAll() {
+	d.checkKubelet()
 	for _, r := range d.servers {
 		r.srv.Kick()
 	}
+}
+
+// kubeletSocket is where the kubelet serves its registration socket.
+func (d *daemon) kubeletSocket() string {
+	return filepath.Join(d.opts.PluginDir, plugin.DefaultKubeletSocket)
+}
+
+// kubeletAbsent reports whether the plugin directory has no kubelet socket.
+func (d *daemon) kubeletAbsent() bool {
+	_, err := os.Stat(d.kubeletSocket())
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// checkKubelet says when the kubelet socket goes and comes back, once for
+// the daemon: every server waits for it without retrying (see plugin.Server),
+// so nothing else would say why nothing registers.
+func (d *daemon) checkKubelet() {
+	absent := d.kubeletAbsent()
+	switch {
+	case absent && !d.waitingForKubelet:
+		d.log.Info().Str("socket", d.kubeletSocket()).Msg("waiting for the kubelet: no kubelet socket in the plugin directory; resources register when it appears")
+	case !absent && d.waitingForKubelet:
+		d.log.Info().Str("socket", d.kubeletSocket()).Msg("kubelet socket appeared; registering")
+	}
+	d.waitingForKubelet = absent
 }
 
 // readResult identifies what one read of the rule file found: its

@@ -21,15 +21,19 @@ func NewProbe() *Probe { return &Probe{reqs: make(chan chan Report)} }
 type Report struct {
 	Monitor   bool                      // the uevent monitor is running
 	Resources map[string]ResourceStatus // by resource name
+	// WaitingForKubelet: the plugin directory has no kubelet socket, so no
+	// resource can register (the kubelet has not started, or is restarting).
+	WaitingForKubelet bool
 }
 
 // ResourceStatus is one running resource's state.
 type ResourceStatus struct {
 	Registered bool // its server is registered with the kubelet
-	// Registrations and Allocations count since the server started.
-	Registrations, Allocations int
-	Healthy                    int // healthy device IDs advertised
-	Devices                    int // all device IDs advertised
+	// Registrations and Allocations count since the server started;
+	// Attempts counts its registration attempts, failed ones included.
+	Registrations, Allocations, Attempts int
+	Healthy                              int // healthy device IDs advertised
+	Devices                              int // all device IDs advertised
 }
 
 // ErrNotAnswering is Check's error when the event loop does not answer:
@@ -55,10 +59,15 @@ func (p *Probe) Check(ctx context.Context) (Report, error) {
 
 // report answers a probe from the event loop, which owns the servers.
 func (d *daemon) report() Report {
-	r := Report{Monitor: d.opts.Probe.monitor.Load(), Resources: make(map[string]ResourceStatus, len(d.servers))}
+	r := Report{
+		Monitor:           d.opts.Probe.monitor.Load(),
+		Resources:         make(map[string]ResourceStatus, len(d.servers)),
+		WaitingForKubelet: d.kubeletAbsent(),
+	}
 	for name, s := range d.servers {
 		ss, _ := s.srv.Status()
-		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices), Registrations: ss.Registrations, Allocations: ss.Allocations}
+		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices),
+			Registrations: ss.Registrations, Allocations: ss.Allocations, Attempts: ss.Attempts}
 		for _, dev := range s.snap.Devices {
 			if dev.Healthy {
 				st.Healthy++

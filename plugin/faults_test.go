@@ -47,11 +47,11 @@ func faultServer(t *testing.T, dir string, minBackoff, maxBackoff time.Duration)
 
 // logLine is the part of a server log line these tests read.
 type logLine struct {
-	Message string  `json:"message"`
-	Level   string  `json:"level"`
-	Error   string  `json:"error"`
-	Reason  string  `json:"reason"`
-	Backoff float64 `json:"backoff"` // milliseconds, zerolog's default
+	Message string `json:"message"`
+	Level   string `json:"level"`
+	Error   string `json:"error"`
+	Reason  string `json:"reason"`
+	Backoff string `json:"backoff"` // a duration with its unit, e.g. "100ms"
 }
 
 func logLines(t *testing.T, log string, message string) []logLine {
@@ -78,15 +78,20 @@ func checkBackoff(t *testing.T, lines []logLine, minBackoff, maxBackoff time.Dur
 	if len(lines) < 2 {
 		t.Fatalf("%d retry lines, want several", len(lines))
 	}
-	want := float64(minBackoff.Milliseconds())
+	want := minBackoff
 	for i, l := range lines {
 		if l.Level != "warn" {
 			t.Errorf("retry line %d logged at %q, want warn", i, l.Level)
 		}
-		if l.Backoff != want {
-			t.Fatalf("retry %d: backoff %vms, want %vms (doubling from %v to %v)", i, l.Backoff, want, minBackoff, maxBackoff)
+		// What a user reads: a duration with its unit, not a bare number.
+		got, err := time.ParseDuration(l.Backoff)
+		if err != nil {
+			t.Fatalf("retry %d: backoff %q is not a duration: %v", i, l.Backoff, err)
 		}
-		want = min(2*want, float64(maxBackoff.Milliseconds()))
+		if got != want {
+			t.Fatalf("retry %d: backoff %v, want %v (doubling from %v to %v)", i, got, want, minBackoff, maxBackoff)
+		}
+		want = min(2*want, maxBackoff)
 	}
 }
 

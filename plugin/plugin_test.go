@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -98,8 +99,9 @@ func (r *running) stop(t *testing.T) error {
 }
 
 // watch runs WatchDir on dir, kicking srv on every change, and returns
-// once the watch is known to be in place.
-func watch(t *testing.T, dir string, srv *plugin.Server) {
+// once the watch is known to be in place, with the names of the changes
+// from then on (after srv was kicked for each).
+func watch(t *testing.T, dir string, srv *plugin.Server) <-chan string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	names := make(chan string, 64)
@@ -120,6 +122,7 @@ func watch(t *testing.T, dir string, srv *plugin.Server) {
 		}
 	})
 	waitName(t, names, "") // the watch is in place
+	return names
 }
 
 func waitName(t *testing.T, names <-chan string, want string) {
@@ -436,13 +439,18 @@ func TestReregisterWithNewKubelet(t *testing.T) {
 	}{
 		{"kicked by WatchDir", true},
 		// Without directory events, the kubelet closing our stream and the
-		// registration backoff are enough.
-		{"stream closed", false},
+		// periodic check (the safety net while no kubelet socket is
+		// there) are enough.
+		{"stream closed and periodic check", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := testutil.ShortTempDir(t)
 			k1 := startKubelet(t, dir)
-			srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+			opts := options(t, dir)
+			if !tc.watch {
+				opts.CheckInterval = 10 * time.Millisecond
+			}
+			srv := run(t, plugin.NewServer(opts, ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
 			if tc.watch {
 				watch(t, dir, srv.Server)
 			}
@@ -462,17 +470,72 @@ func TestReregisterWithNewKubelet(t *testing.T) {
 	}
 }
 
+// With no kubelet socket, a server serves, says it waits for the kubelet,
+// and makes no registration attempt, however often it is kicked: there is
+// nothing to retry until kubelet.sock appears. Its appearance is a change
+// in the plugin directory, and that kick alone (no timer, no periodic
+// check) makes it register.
 func TestKubeletAbsentAtStart(t *testing.T) {
 	dir := testutil.ShortTempDir(t)
-	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	opts := options(t, dir)
+	// A server that retried while waiting would do so every millisecond.
+	opts.MinBackoff, opts.MaxBackoff = time.Millisecond, time.Millisecond
+	srv := run(t, plugin.NewServer(opts, ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	names := watch(t, dir, srv.Server)
 	// Serving comes first, whether or not a kubelet is there.
-	waitStatus(t, srv.Server, "serving", func(st plugin.Status) bool { return st.Serving })
-	if srv.Registered() {
-		t.Fatal("registered without a kubelet")
+	waitStatus(t, srv.Server, "serving, waiting for the kubelet", func(st plugin.Status) bool {
+		return st.Serving && st.WaitingForKubelet
+	})
+	// Changes in the directory that are not the kubelet's each kick it.
+	for i := range 20 {
+		name := fmt.Sprintf("other-%d", i)
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		waitName(t, names, name)
 	}
+	if st, _ := srv.Status(); st.Attempts != 0 || st.Registered || !st.WaitingForKubelet {
+		t.Fatalf("status with no kubelet socket, after 20 kicks = %+v; want no registration attempt, waiting", st)
+	}
+
 	k := startKubelet(t, dir)
 	waitRegistered(t, k, 1)
 	waitDevices(t, k, []plugin.Device{{ID: "0", Healthy: true}})
+	waitStatus(t, srv.Server, "registered, not waiting", func(st plugin.Status) bool {
+		return st.Registered && !st.WaitingForKubelet && st.Attempts >= 1
+	})
+}
+
+// A kubelet that goes away (its socket removed) puts a registered server
+// back to waiting, with no attempt until the next kubelet's socket appears.
+func TestKubeletGoneWaitsForTheNext(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	opts := options(t, dir)
+	opts.MinBackoff, opts.MaxBackoff = time.Millisecond, time.Millisecond
+	k1 := startKubelet(t, dir)
+	srv := run(t, plugin.NewServer(opts, ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+	names := watch(t, dir, srv.Server)
+	waitRegistered(t, k1, 1)
+	waitStatus(t, srv.Server, "registered", func(st plugin.Status) bool { return st.Registered })
+
+	k1.Stop() // removes kubelet.sock and ends the stream
+	waitStatus(t, srv.Server, "waiting for the next kubelet", func(st plugin.Status) bool {
+		return !st.Registered && st.WaitingForKubelet
+	})
+	before, _ := srv.Status()
+	for i := range 20 {
+		name := fmt.Sprintf("other-%d", i)
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		waitName(t, names, name)
+	}
+	if st, _ := srv.Status(); st.Attempts != before.Attempts {
+		t.Fatalf("%d registration attempts with no kubelet socket; want none", st.Attempts-before.Attempts)
+	}
+	k2 := startKubelet(t, dir)
+	waitRegistered(t, k2, 1)
+	waitDevices(t, k2, []plugin.Device{{ID: "0", Healthy: true}})
 }
 
 func TestRegistrationRejected(t *testing.T) {

@@ -257,6 +257,13 @@ type Status struct {
 	Registrations int
 	// Allocations counts successful Allocate calls since NewServer.
 	Allocations int
+	// Attempts counts registration attempts since NewServer, failed ones
+	// included. None is made while the kubelet socket is absent.
+	Attempts int
+	// WaitingForKubelet is true while serving with no kubelet socket in the
+	// plugin directory: the server waits for it to appear (a Kick, or the
+	// periodic check) instead of retrying.
+	WaitingForKubelet bool
 }
 
 // NewServer returns a server for one resource, starting with the initial
@@ -357,7 +364,9 @@ func (s *Server) current() (*state, <-chan struct{}) {
 // then re-checks, level-triggered: if our socket is gone or replaced (the
 // kubelet removes plugin sockets when it starts) it serves anew and
 // registers; if the kubelet socket is new since our registration it
-// registers again; while unregistered it retries at once.
+// registers again; while unregistered it retries at once. While there is
+// no kubelet socket, a Kick (or the periodic check) is the only thing that
+// makes Run look again: feed it from [WatchDir].
 func (s *Server) Kick() {
 	select {
 	case s.kick <- struct{}{}:
@@ -386,7 +395,9 @@ var errRestart = errors.New("socket removed or replaced")
 // Run serves the resource until ctx ends. Each round it removes a stale file
 // at our socket path, listens, serves, and only then registers with the
 // kubelet (the kubelet dials us while handling Register), retrying with
-// exponential backoff while the kubelet is absent or refuses. When our
+// exponential backoff while the kubelet refuses or does not answer. While
+// the kubelet socket is absent it makes no attempt: it waits for a Kick or
+// the periodic check (kubelet.sock appearing is a directory change). When our
 // socket disappears it starts over; when the kubelet socket is replaced it
 // registers again. When ctx ends it ends the ListAndWatch streams, stops
 // the gRPC server, removes our socket and returns nil. It returns an error
@@ -416,7 +427,7 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		d := bo.next()
-		s.log.Warn().Err(err).Dur("backoff", d).Msg("serving failed; retrying")
+		s.log.Warn().Err(err).Str("backoff", d.String()).Msg("serving failed; retrying")
 		if !s.wait(ctx, d) {
 			s.log.Info().Msg("stopped")
 			return nil
@@ -467,7 +478,16 @@ func (s *Server) runOnce(ctx context.Context) error {
 		case holdoff > 0:
 			retry = time.NewTimer(holdoff)
 			holdoff = 0
+		case !s.kubeletPresent():
+			// No kubelet yet, or it is restarting: nothing to retry until
+			// kubelet.sock appears, which is a directory change (Kick).
+			// The daemon says once that it waits; per resource, debug.
+			if st, _ := s.Status(); !st.WaitingForKubelet {
+				s.log.Debug().Str("kubelet", s.kubeletPath()).Msg("waiting for the kubelet socket")
+			}
+			s.setStatus(func(st *Status) { st.WaitingForKubelet = true })
 		default:
+			s.setStatus(func(st *Status) { st.WaitingForKubelet = false })
 			id, err := s.register(ctx, inst)
 			switch {
 			case ctx.Err() != nil:
@@ -476,7 +496,7 @@ func (s *Server) runOnce(ctx context.Context) error {
 				return err
 			case err != nil:
 				d := bo.next()
-				s.log.Warn().Err(err).Dur("backoff", d).Msg("registration failed; retrying")
+				s.log.Warn().Err(err).Str("backoff", d.String()).Msg("registration failed; retrying")
 				retry = time.NewTimer(d)
 			default:
 				kubelet = id
@@ -519,7 +539,7 @@ func (s *Server) runOnce(ctx context.Context) error {
 				// hammered with registrations in a tight loop.
 				s.setStatus(func(st *Status) { st.Registered = false })
 				holdoff = bo.next()
-				s.log.Warn().Dur("backoff", holdoff).Msg(reasonStreamLost + "; re-registering after backoff")
+				s.log.Warn().Str("backoff", holdoff.String()).Msg(reasonStreamLost + "; re-registering after backoff")
 			default:
 				// A new kubelet (or none yet): register at once.
 				s.setStatus(func(st *Status) { st.Registered = false })
@@ -528,6 +548,14 @@ func (s *Server) runOnce(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// kubeletPresent reports whether something is at the kubelet socket path.
+// Any error but its absence (a permission, say) counts as present: the
+// registration attempt then says what is wrong, and backs off.
+func (s *Server) kubeletPresent() bool {
+	_, err := os.Stat(s.kubeletPath())
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // reregisterReason says why the registration with the kubelet we
@@ -556,6 +584,7 @@ const reasonStreamLost = "kubelet closed its ListAndWatch stream"
 // register sends one Register request to the kubelet and returns the
 // identity of the kubelet socket it was sent to.
 func (s *Server) register(ctx context.Context, inst *instance) (fileID, error) {
+	s.setStatus(func(st *Status) { st.Attempts++ })
 	// kubelet removes every plugin socket before it creates kubelet.sock.
 	// With kubelet.sock seen, that wipe has happened if it is going to, so
 	// our socket is checked now: registering an endpoint that is gone would
@@ -703,7 +732,7 @@ func (inst *instance) stop(s *Server) {
 			s.log.Warn().Err(err).Str("socket", inst.path).Msg("removing our socket")
 		}
 	}
-	s.setStatus(func(st *Status) { st.Serving = false })
+	s.setStatus(func(st *Status) { st.Serving, st.WaitingForKubelet = false, false })
 	s.log.Info().Str("socket", inst.path).Msg("stopped serving")
 }
 

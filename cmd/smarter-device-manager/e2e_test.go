@@ -457,9 +457,13 @@ func TestHealthAndReadiness(t *testing.T) {
 	if code, body := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
-	// No kubelet yet: the resource is not registered, so not ready.
-	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not registered") {
-		t.Errorf("/readyz without a kubelet = %d %q; want 503 naming the unregistered resource", code, body)
+	// No kubelet yet: the resource is not registered, so not ready, and
+	// the daemon says it waits for the kubelet.
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not registered") || !strings.Contains(body, "waiting for the kubelet") {
+		t.Errorf("/readyz without a kubelet = %d %q; want 503 naming the unregistered resource and the missing kubelet", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "\nsmarter_device_manager_waiting_for_kubelet 1\n") {
+		t.Errorf("/metrics without a kubelet lacks smarter_device_manager_waiting_for_kubelet 1")
 	}
 	k, err := plugintest.StartFakeKubelet(dir)
 	if err != nil {
@@ -479,6 +483,7 @@ func TestHealthAndReadiness(t *testing.T) {
 		`smarter_device_manager_devices{health="healthy",resource="` + res + `"} 1`,
 		`smarter_device_manager_resource_registered{resource="` + res + `"} 1`,
 		`smarter_device_manager_event_loop_up 1`,
+		`smarter_device_manager_waiting_for_kubelet 0`,
 	} {
 		if !metric(want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -19,8 +19,9 @@ import (
 const probeTimeout = 2 * time.Second
 
 // healthHandler serves /metrics (Prometheus), /healthz (the event loop answers and the uevent
-// monitor runs) and /readyz (every running resource is registered with
-// the kubelet, and every --require resource has a healthy device).
+// monitor runs) and /readyz (the kubelet socket is there, every running
+// resource is registered with the kubelet, and every --require resource
+// has a healthy device).
 func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(stats, probe))
@@ -51,6 +52,9 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 			return
 		}
 		var problems []string
+		if rep.WaitingForKubelet {
+			problems = append(problems, "waiting for the kubelet: no kubelet.sock in the plugin directory")
+		}
 		for name, st := range rep.Resources {
 			if !st.Registered {
 				problems = append(problems, name+": not registered with the kubelet")

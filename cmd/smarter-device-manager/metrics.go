@@ -22,6 +22,7 @@ type collector struct {
 	uevents, ignored, lost, rescans, rescanSeconds, errors *prometheus.Desc
 	devices, registered, registrations, allocations        *prometheus.Desc
 	buildInfo, loopUp                                      *prometheus.Desc
+	attempts, waiting                                      *prometheus.Desc
 	reloads, reloadsUnchanged, reloadFailures              *prometheus.Desc
 }
 
@@ -44,6 +45,8 @@ func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
 		registrations:    d("registrations_total", "Successful registrations with the kubelet (more than one: re-registrations).", "resource"),
 		allocations:      d("allocations_total", "Successful Allocate calls.", "resource"),
 		buildInfo:        d("build_info", "The running build.", "version", "goversion"),
+		attempts:         d("registration_attempts_total", "Registration attempts, failed ones included (none while the kubelet socket is absent).", "resource"),
+		waiting:          d("waiting_for_kubelet", "1 while the plugin directory has no kubelet socket: nothing can register until the kubelet starts."),
 		reloads:          d("reloads_total", "Reads of the rule file: SIGHUP, or a change the rule file watch saw."),
 		reloadsUnchanged: d("reloads_unchanged_total", "Of those, reads that found the content the previous one read, and did nothing."),
 		reloadFailures:   d("reload_failures_total", "Of those, reads that found a new broken rule file (each logged once; the rules in force stay)."),
@@ -54,7 +57,7 @@ func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.uevents, c.ignored, c.lost, c.rescans, c.rescanSeconds, c.errors,
 		c.devices, c.registered, c.registrations, c.allocations, c.buildInfo, c.loopUp,
-		c.reloads, c.reloadsUnchanged, c.reloadFailures} {
+		c.reloads, c.reloadsUnchanged, c.reloadFailures, c.attempts, c.waiting} {
 		ch <- d
 	}
 }
@@ -85,6 +88,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(c.loopUp, 1)
+	waiting := 0.0
+	if rep.WaitingForKubelet {
+		waiting = 1
+	}
+	gauge(c.waiting, waiting)
 	for name, st := range rep.Resources {
 		gauge(c.devices, float64(st.Healthy), name, "healthy")
 		gauge(c.devices, float64(st.Devices-st.Healthy), name, "unhealthy")
@@ -95,6 +103,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.registered, registered, name)
 		counter(c.registrations, float64(st.Registrations), name)
 		counter(c.allocations, float64(st.Allocations), name)
+		counter(c.attempts, float64(st.Attempts), name)
 	}
 }
 
