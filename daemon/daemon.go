@@ -608,8 +608,12 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 
 func (d *daemon) update(r *running, snap plugin.Snapshot) {
 	snap.CDIKind = d.cdiKindFor(r.res)
-	if snapshotsEqual(r.snap, snap) {
+	if r.snap.Equal(snap) {
 		return
+	}
+	if r.snap.CDIKind != snap.CDIKind {
+		// cdi: turned off (or the kind renamed): no spec may outlive it.
+		d.removeCDI(r.snap)
 	}
 	d.writeCDI(snap)
 	r.snap = snap

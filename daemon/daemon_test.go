@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -106,6 +107,8 @@ type harness struct {
 	kubelet *plugintest.FakeKubelet
 	reload  chan struct{}
 	log     *testutil.SyncBuffer
+	stats   *Stats // the daemon's counters
+	probe   *Probe // asks the daemon's event loop
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -131,6 +134,8 @@ func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 		reload: make(chan struct{}, 1),
 		done:   make(chan error, 1),
 		log:    &testutil.SyncBuffer{},
+		stats:  new(Stats),
+		probe:  NewProbe(),
 	}
 	var err error
 	h.kubelet, err = plugintest.StartFakeKubelet(dir)
@@ -155,10 +160,13 @@ func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 		SysFS:            h.sys,
 		ServerMinBackoff: 10 * time.Millisecond,
 		ServerMaxBackoff: 100 * time.Millisecond,
+		Stats:            h.stats,
+		Probe:            h.probe,
 	}
 	if mutate != nil {
 		mutate(&opts)
 	}
+	h.stats, h.probe = opts.Stats, opts.Probe
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- Run(ctx, opts) }()
@@ -211,6 +219,36 @@ func (h *harness) waitNoSockets() {
 func (h *harness) waitLog(want string) {
 	h.t.Helper()
 	testutil.Eventually(h.t, 20*time.Second, "log "+want, func() bool { return strings.Contains(h.log.String(), want) })
+}
+
+// rewrite replaces the rule file's content and asks for a reload, as a
+// user does with an editor and SIGHUP.
+func (h *harness) rewrite(file, rules string) {
+	h.t.Helper()
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.reload <- struct{}{}
+}
+
+// settle returns once the event loop is between iterations: it answers a
+// probe only there, so whatever it was doing (a reload and the
+// reconcile after it) is done.
+func (h *harness) settle() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := h.probe.Check(ctx); err != nil {
+		h.t.Fatalf("the event loop: %v", err)
+	}
+}
+
+// waitReloads waits until the daemon has read the rule file n times in
+// all, then for the loop to finish acting on it.
+func (h *harness) waitReloads(n uint64) {
+	h.t.Helper()
+	testutil.Eventually(h.t, 20*time.Second, fmt.Sprintf("%d reloads", n), func() bool { return h.stats.Reloads.Load() >= n })
+	h.settle()
 }
 
 // allocate asks the resource's server for ids, as kubelet does for a

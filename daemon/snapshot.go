@@ -183,9 +183,3 @@ func absentSnapshot(res conf.Resource, last plugin.Snapshot) plugin.Snapshot {
 	}
 	return snap
 }
-
-func snapshotsEqual(a, b plugin.Snapshot) bool {
-	return slices.Equal(a.Devices, b.Devices) && slices.Equal(a.Specs, b.Specs) && maps.Equal(a.Envs, b.Envs) &&
-		slices.Equal(a.Mounts, b.Mounts) &&
-		maps.EqualFunc(a.PerDevice, b.PerDevice, slices.Equal[[]plugin.DeviceSpec])
-}

@@ -125,7 +125,7 @@ func (s Snapshot) clone() Snapshot {
 	}
 }
 
-func (s Snapshot) equal(o Snapshot) bool {
+func (s Snapshot) Equal(o Snapshot) bool {
 	return slices.Equal(s.Devices, o.Devices) &&
 		slices.Equal(s.Specs, o.Specs) &&
 		maps.Equal(s.Envs, o.Envs) &&
@@ -314,7 +314,7 @@ func (s *Server) Update(snap Snapshot) {
 	snap = snap.clone()
 	s.mu.Lock()
 	old := s.cur
-	if old.snap.equal(snap) {
+	if old.snap.Equal(snap) {
 		s.mu.Unlock()
 		return
 	}
