@@ -125,6 +125,9 @@ func (s Snapshot) clone() Snapshot {
 	}
 }
 
+// Equal reports whether two snapshots would advertise and allocate the
+// same: every field counts, so a change in any of them reaches the kubelet
+// (a test fails when a field is added here and not compared).
 func (s Snapshot) Equal(o Snapshot) bool {
 	return slices.Equal(s.Devices, o.Devices) &&
 		slices.Equal(s.Specs, o.Specs) &&
