@@ -13,8 +13,10 @@ type fakeIdent struct {
 	subsystem string
 	props     map[string]string
 	levels    []map[string]string
+	unit      UnitID
 }
 
+func (f fakeIdent) Unit() UnitID      { return f.unit }
 func (f fakeIdent) Subsystem() string { return f.subsystem }
 func (f fakeIdent) Property(k string) (string, bool) {
 	v, ok := f.props[k]
@@ -215,16 +217,27 @@ func TestClassResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A model without serial numbers: udev's ID_SERIAL is only vendor_model.
-	clone := func(port string) fakeIdent {
-		return fakeIdent{props: map[string]string{"ID_SERIAL": "1a86_USB_Serial", "ID_PATH": "pci-0000:00:14.0-usb-0:" + port}}
+	// Units as the daemon reads them from sysfs (hotplug.Reader.Unit).
+	unit := func(key, port, sys string) fakeIdent {
+		return fakeIdent{unit: UnitID{Key: key, PortKey: port, SysPath: sys}}
+	}
+	clone := func(port string) fakeIdent { // no serial number: keyed by port
+		k := "usb-0000_00_14.0-" + port
+		return unit(k, k, "devices/pci0000:00/0000:00:14.0/usb1/1-"+port)
+	}
+	// Two adapters that report the same serial number "0001".
+	same := func(port string) fakeIdent {
+		return unit("10c4_ea60_0001", "usb-0000_00_14.0-"+port, "devices/pci0000:00/0000:00:14.0/usb1/1-"+port)
 	}
 	res, warns := cfg.Resolve("smarter-devices", []Device{
-		{Path: "ttyUSB0", Ident: fakeIdent{props: map[string]string{"ID_SERIAL": "FTDI_A1", "ID_SERIAL_SHORT": "A1"}}},
+		{Path: "ttyUSB0", Ident: unit("0403_6001_A1", "usb-0000_00_14.0-1", "devices/pci0000:00/0000:00:14.0/usb1/1-1")},
 		{Path: "ttyUSB1", Ident: clone("2")},
-		{Path: "ttyUSB2", Ident: clone("3")}, // a clone: told apart by its port
-		{Path: "ttyUSB3"},                    // identity unknown: its path
-		{Path: "ttyUSB4", Ident: clone("3")}, // a second node of the device on port 3
+		{Path: "ttyUSB2", Ident: clone("3")},  // a clone: told apart by its port
+		{Path: "ttyUSB3"},                     // identity unknown: its path
+		{Path: "ttyUSB4", Ident: clone("3")},  // a second node of the device on port 3
+		{Path: "ttyUSB5", Ident: fakeIdent{}}, // sysfs does not know it: its path
+		{Path: "ttyUSB6", Ident: same("4")},
+		{Path: "ttyUSB7", Ident: same("5")},
 		{Path: "video0"},
 	}, nil)
 	if len(res) != 2 || res[0].Name != "smarter-devices/usb-serial" || res[1].Name != "smarter-devices/video0" {
@@ -234,15 +247,15 @@ func TestClassResolve(t *testing.T) {
 	for _, m := range res[0].Members {
 		keys = append(keys, m.Key)
 	}
-	want := []string{"FTDI_A1", "pci-0000_00_14.0-usb-0_2", "pci-0000_00_14.0-usb-0_3", "ttyUSB3"}
+	want := []string{"0403_6001_A1", "usb-0000_00_14.0-2", "usb-0000_00_14.0-3", "ttyUSB3", "ttyUSB5", "usb-0000_00_14.0-4", "usb-0000_00_14.0-5"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("member keys %v, want %v", keys, want)
 	}
 	if o := res[0].Members[2].Others; len(o) != 1 || o[0].Path != "ttyUSB4" {
 		t.Errorf("the device on port 3 has other nodes %v, want ttyUSB4", o)
 	}
-	if len(warns) != 0 {
-		t.Errorf("warnings %v", warns)
+	if len(warns) != 2 || warns[0].Device != "ttyUSB6" || warns[1].Device != "ttyUSB7" {
+		t.Errorf("warnings %v, want one for each adapter sharing serial 0001", warns)
 	}
 	if got := (Member{Key: "K"}).IDs(3); !reflect.DeepEqual(got, []string{"K-0", "K-1", "K-2"}) {
 		t.Errorf("IDs(3) = %v", got)

@@ -28,6 +28,25 @@ type Identity interface {
 	// MatchAttributes reports whether every attribute regexp holds on the
 	// device itself or on one of its ancestors, the same one for all.
 	MatchAttributes(attrs map[string]*regexp.Regexp) bool
+	// Unit is the physical device the node belongs to, read from sysfs;
+	// zero when sysfs does not know the node.
+	Unit() UnitID
+}
+
+// UnitID names the physical device a node belongs to (a USB adapter, a
+// PCI sound card, a platform device), as the daemon read it from sysfs:
+// the same whether udev runs or not.
+type UnitID struct {
+	// Key is the unit's stable identity, usable as a device ID: a USB
+	// device's vendor_product_serial, else its port, else its bus and
+	// name, else its sysfs path.
+	Key string
+	// PortKey names the unit by its place alone (for a USB device with a
+	// serial number, its port): used when two units report the same Key.
+	PortKey string
+	// SysPath is the unit's sysfs directory: two nodes with the same
+	// SysPath are nodes of one unit.
+	SysPath string
 }
 
 // Resource is one extended resource the daemon should advertise.
@@ -51,9 +70,8 @@ type Member struct {
 	Device
 	// Others are the device's further nodes: those with the same Key.
 	Others []Device
-	// Key is the device's stable identity: its serial (udev's ID_SERIAL,
-	// when the device has a serial number at all: ID_SERIAL_SHORT), else
-	// its physical path (ID_PATH), else its sysfs path, else its node path.
+	// Key is the stable identity of the physical device the nodes belong
+	// to (UnitID.Key), or the node's path when sysfs does not know it.
 	// Its device IDs are derived from it, so they survive renumbering and
 	// daemon restarts, and a different device never gets them.
 	Key string
@@ -166,9 +184,11 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 				Count:       r.Count,
 				Permissions: r.Permissions,
 			}
+			keys, kw := memberKeys(devs)
+			warns = append(warns, kw...)
 			byKey := map[string]int{}
 			for _, d := range devs {
-				key := memberKey(d)
+				key := keys[d.Path]
 				if i, same := byKey[key]; same {
 					// Another node of the same physical device.
 					res.Members[i].Others = append(res.Members[i].Others, d)
@@ -232,24 +252,40 @@ func (r *Rule) namePart(d Device) (string, error) {
 	return shorten(sanitize(expanded)), nil
 }
 
-// memberKey is a class member's stable identity, usable as a device ID.
-func memberKey(d Device) string {
-	if d.Ident != nil {
-		// udev's ID_SERIAL is vendor_model_serial, or only vendor_model for
-		// a device without a serial number: then it names a model, not a
-		// device, and clones would share it.
-		if short, ok := d.Ident.Property("ID_SERIAL_SHORT"); ok && short != "" {
-			if v, ok := d.Ident.Property("ID_SERIAL"); ok && v != "" {
-				return idSafe(v)
-			}
+// memberKeys returns the member key of every device of one class by
+// path: the key of its physical device (every node of one unit shares it),
+// or its path when sysfs does not know it. Two different units that give
+// the same key (clones that all report serial number "0001") are told
+// apart by their ports instead: merged, a pod would be given two devices
+// as one.
+func memberKeys(devs []Device) (map[string]string, []Warning) {
+	units := make(map[string]UnitID, len(devs))
+	paths := map[string]map[string]bool{} // key → unit sysfs paths
+	for _, d := range devs {
+		var u UnitID
+		if d.Ident != nil {
+			u = d.Ident.Unit()
 		}
-		for _, p := range []string{"ID_PATH", "DEVPATH"} {
-			if v, ok := d.Ident.Property(p); ok && v != "" {
-				return idSafe(v)
-			}
+		if u.Key == "" {
+			u = UnitID{Key: idSafe(d.Path), SysPath: "node:" + d.Path}
+		}
+		units[d.Path] = u
+		if paths[u.Key] == nil {
+			paths[u.Key] = map[string]bool{}
+		}
+		paths[u.Key][u.SysPath] = true
+	}
+	keys := make(map[string]string, len(devs))
+	var warns []Warning
+	for _, d := range devs {
+		u := units[d.Path]
+		keys[d.Path] = u.Key
+		if len(paths[u.Key]) > 1 && u.PortKey != "" && u.PortKey != u.Key {
+			keys[d.Path] = u.PortKey
+			warns = append(warns, Warning{d.Path, fmt.Sprintf("another device reports the same identity %s; this one is told apart by its port: %s", u.Key, u.PortKey)})
 		}
 	}
-	return idSafe(d.Path)
+	return keys, warns
 }
 
 // idSafe keeps a device ID to letters, digits and "._-".

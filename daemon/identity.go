@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"regexp"
 
+	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
 )
 
@@ -20,6 +21,9 @@ type lazyIdent struct {
 	loaded bool
 	info   hotplug.DeviceInfo
 	err    error
+
+	unitRead bool
+	unit     hotplug.Unit
 }
 
 func (l *lazyIdent) load() {
@@ -63,4 +67,21 @@ func (l *lazyIdent) numa() (int, bool) {
 func (l *lazyIdent) MatchAttributes(attrs map[string]*regexp.Regexp) bool {
 	l.load()
 	return l.err == nil && l.reader.MatchAttrs(l.info, attrs)
+}
+
+// Unit is the physical device the node belongs to, from sysfs alone (never
+// udev's database, so the key does not change when udevd comes or goes).
+func (l *lazyIdent) Unit() conf.UnitID {
+	u := l.physical()
+	return conf.UnitID{Key: u.Key, PortKey: u.PortKey, SysPath: u.SysPath}
+}
+
+// physical reads the node's unit once.
+func (l *lazyIdent) physical() hotplug.Unit {
+	l.load()
+	if !l.unitRead && l.err == nil {
+		l.unitRead = true
+		l.unit = l.reader.Unit(l.info)
+	}
+	return l.unit
 }

@@ -1,18 +1,16 @@
 package daemon
 
 import (
-	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"slices"
-	"syscall"
 	"testing"
-	"testing/fstest"
 	"time"
 
-	"golang.org/x/sys/unix"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // Rules that match on subsystem and sysfs attributes, against the real /dev
@@ -41,68 +39,67 @@ func TestIdentityRulesOnRealDevices(t *testing.T) {
 	}
 }
 
-// usbSerial adds to the fake trees a USB serial adapter: /dev/ttyUSBn
-// (188:n), its sysfs device below a USB device with the given serial, and
-// udev's database entry with a by-id link.
-func usbSerial(h *harness, sys, run *devFS, n int, serial string) {
-	name := fmt.Sprintf("ttyUSB%d", n)
-	usb := fmt.Sprintf("devices/pci0000:00/0000:00:14.0/usb1/1-%d", n+1)
-	dev := usb + fmt.Sprintf("/1-%d:1.0/%s/tty/%s", n+1, name, name)
-	// sysfs and udev first: a daemon that sees the node must find them.
-	sys.put(fmt.Sprintf("dev/char/188:%d", n), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
-	sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=188\nMINOR=%d\nDEVNAME=%s\n", n, name))})
-	sys.put(dev+"/subsystem", &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../../../../../../../class/tty")})
-	sys.put(usb+"/idVendor", &fstest.MapFile{Data: []byte("0403\n")})
-	sys.put(usb+"/serial", &fstest.MapFile{Data: []byte(serial + "\n")})
-	run.put(fmt.Sprintf("udev/data/c188:%d", n), &fstest.MapFile{Data: []byte(
-		"S:serial/by-id/usb-FTDI_FT232R_" + serial + "-if00-port0\nS:serial/by-path/pci-0000:00:14.0-usb-0:" + fmt.Sprint(n+1) + ":1.0-port0\nE:ID_SERIAL_SHORT=" + serial + "\nE:ID_SERIAL=FTDI_FT232R_" + serial + "\n")})
-	h.dev.put(name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(188, uint32(n))}})
+// onMachine runs the daemon on a fake machine's /dev, /sys and /run.
+func onMachine(m *hwfixture.Machine) func(*Options) {
+	return func(o *Options) { o.DevFS, o.SysFS, o.RunFS = m.Dev, m.Sys, m.Run }
+}
+
+// specPaths are an allocation's "host→container" paths.
+func specPaths(c *pluginapi.ContainerAllocateResponse) []string {
+	var paths []string
+	for _, s := range c.Devices {
+		paths = append(paths, s.HostPath+"→"+s.ContainerPath)
+	}
+	return paths
+}
+
+// hostPaths are an allocation's host paths, sorted.
+func hostPaths(c *pluginapi.ContainerAllocateResponse) []string {
+	var paths []string
+	for _, s := range c.Devices {
+		paths = append(paths, s.HostPath)
+	}
+	slices.Sort(paths)
+	return paths
+}
+
+// ids is a condition on a resource's device IDs and their health.
+func ids(want map[string]string) func([]*pluginapi.Device) bool {
+	return func(devs []*pluginapi.Device) bool {
+		got := map[string]string{}
+		for _, d := range devs {
+			got[d.ID] = d.Health
+		}
+		return maps.Equal(got, want)
+	}
 }
 
 // A serial adapter named by its serial keeps its resource across
 // renumbering (ttyUSB0 → ttyUSB1), with udev's by-id link and the
 // describing environment in the container, and no re-registration.
 func TestRenumberedAdapterKeepsItsResource(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	m := hwfixture.New(true)
 	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{ID_SERIAL_SHORT}\n    attributes: {idVendor: \"0403\"}\n" +
 		"    expose_links: true\n    describe_env: true\n    env: {GPS_BAUD: \"9600\"}\n"
-	var h *harness
-	h = newHarness(t, rules, func(o *Options) { o.SysFS, o.RunFS = sys, run })
-	// The fake sysfs is filled before the first event; the daemon reads it
-	// only on a rescan.
-	usbSerial(h, sys, run, 0, "A1B2C3")
+	h := newHarness(t, rules, onMachine(m))
+	gps := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
 	h.events.fire("add", "ttyUSB0")
 	const res = "smarter-devices/gps-A1B2C3"
 	h.waitFor(res, "named by serial", health(1, pluginapi.Healthy))
-	allocate := func() *pluginapi.ContainerAllocateResponse {
-		t.Helper()
-		client, err := h.kubelet.Client(res)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"0"}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.ContainerResponses[0]
-	}
-	got := allocate()
-	var paths []string
-	for _, s := range got.Devices {
-		paths = append(paths, s.HostPath+"→"+s.ContainerPath)
-	}
+	got := h.allocate(res, "0").ContainerResponses[0]
+	// The links are the ones Debian's 60-serial.rules makes.
 	want := []string{
 		"/dev/ttyUSB0→/dev/ttyUSB0",
-		"/dev/ttyUSB0→/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0",
+		"/dev/ttyUSB0→/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3-if00-port0",
 		"/dev/ttyUSB0→/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0",
 	}
-	if !slices.Equal(paths, want) {
+	if paths := specPaths(got); !slices.Equal(paths, want) {
 		t.Errorf("specs %v, want %v", paths, want)
 	}
 	for k, v := range map[string]string{
 		"GPS_BAUD":                         "9600",
 		"SMARTER_DEVICE_GPS_A1B2C3":        "/dev/ttyUSB0",
-		"SMARTER_DEVICE_GPS_A1B2C3_STABLE": "/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0",
+		"SMARTER_DEVICE_GPS_A1B2C3_STABLE": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3-if00-port0",
 		"SMARTER_DEVICE_GPS_A1B2C3_SERIAL": "A1B2C3",
 	} {
 		if got.Envs[k] != v {
@@ -111,21 +108,22 @@ func TestRenumberedAdapterKeepsItsResource(t *testing.T) {
 	}
 
 	// Unplugged: the resource stays, unhealthy.
-	h.dev.remove("ttyUSB0")
+	m.Unplug(gps)
 	h.events.fire("remove", "ttyUSB0")
 	h.waitFor(res, "unhealthy while unplugged", health(1, pluginapi.Unhealthy))
-	// Replugged as ttyUSB1: healthy again under the same name.
-	usbSerial(h, sys, run, 1, "A1B2C3")
+	// A clone takes ttyUSB0; the GPS comes back in another port as ttyUSB1.
+	m.Plug(hwfixture.CH340(hwfixture.IntelXHCI, "2"))
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "3", "A1B2C3"))
 	h.events.fire("add", "ttyUSB1")
 	h.waitFor(res, "healthy after renumbering", health(1, pluginapi.Healthy))
-	if got := allocate(); got.Devices[0].HostPath != "/dev/ttyUSB1" || got.Devices[0].ContainerPath != "/dev/ttyUSB1" {
+	if got := h.allocate(res, "0").ContainerResponses[0]; got.Devices[0].HostPath != "/dev/ttyUSB1" || got.Devices[0].ContainerPath != "/dev/ttyUSB1" {
 		t.Errorf("after renumbering allocates %v", got.Devices[0])
 	}
 	if n := h.kubelet.Registrations(res); n != 1 {
 		t.Errorf("registered %d times; a replug must not re-register", n)
 	}
 	// A different adapter does not inherit the name.
-	usbSerial(h, sys, run, 2, "ZZZ999")
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "4", "ZZZ999"))
 	h.events.fire("add", "ttyUSB2")
 	h.waitFor("smarter-devices/gps-ZZZ999", "the other adapter, its own resource", health(1, pluginapi.Healthy))
 }
@@ -150,59 +148,35 @@ func TestContainerPath(t *testing.T) {
 // unhealthy while the others stay; replugged under another tty number it
 // is healthy again under the same ID; a new adapter gets a new ID.
 func TestClassResource(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+	m := hwfixture.New(true)
 	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n    attributes: {idVendor: \"0403\"}\n"
-	h := newHarness(t, rules, func(o *Options) { o.SysFS, o.RunFS = sys, run })
-	usbSerial(h, sys, run, 0, "A1B2C3")
-	usbSerial(h, sys, run, 1, "ZZZ999")
+	h := newHarness(t, rules, onMachine(m))
+	adapterA := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "2", "ZZZ999"))
 	h.events.fire("add", "ttyUSB1")
 	const res = "smarter-devices/usb-serial"
-	ids := func(want map[string]string) func([]*pluginapi.Device) bool {
-		return func(devs []*pluginapi.Device) bool {
-			got := map[string]string{}
-			for _, d := range devs {
-				got[d.ID] = d.Health
-			}
-			return maps.Equal(got, want)
-		}
-	}
-	const a, z = "FTDI_FT232R_A1B2C3", "FTDI_FT232R_ZZZ999"
+	const a, z = "0403_6001_A1B2C3", "0403_6001_ZZZ999"
 	h.waitFor(res, "both adapters", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy}))
-	allocate := func(id string) []string {
-		t.Helper()
-		client, err := h.kubelet.Client(res)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{id}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var paths []string
-		for _, s := range resp.ContainerResponses[0].Devices {
-			paths = append(paths, s.HostPath)
-		}
-		return paths
-	}
-	if got := allocate(a); !slices.Equal(got, []string{"/dev/ttyUSB0"}) {
+	if got := hostPaths(h.allocate(res, a).ContainerResponses[0]); !slices.Equal(got, []string{"/dev/ttyUSB0"}) {
 		t.Errorf("ID %s allocates %v, want only its own /dev/ttyUSB0", a, got)
 	}
-	if got := allocate(z); !slices.Equal(got, []string{"/dev/ttyUSB1"}) {
+	if got := hostPaths(h.allocate(res, z).ContainerResponses[0]); !slices.Equal(got, []string{"/dev/ttyUSB1"}) {
 		t.Errorf("ID %s allocates %v, want /dev/ttyUSB1", z, got)
 	}
 
-	h.dev.remove("ttyUSB0")
+	m.Unplug(adapterA)
 	h.events.fire("remove", "ttyUSB0")
 	h.waitFor(res, "A unplugged", ids(map[string]string{a: pluginapi.Unhealthy, z: pluginapi.Healthy}))
-	usbSerial(h, sys, run, 2, "A1B2C3") // A comes back as ttyUSB2
+	m.Plug(hwfixture.CH340(hwfixture.IntelXHCI, "3"))            // a clone, not in the class, takes ttyUSB0
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "4", "A1B2C3")) // A comes back as ttyUSB2
 	h.events.fire("add", "ttyUSB2")
 	h.waitFor(res, "A back under its ID", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy}))
-	if got := allocate(a); !slices.Equal(got, []string{"/dev/ttyUSB2"}) {
+	if got := hostPaths(h.allocate(res, a).ContainerResponses[0]); !slices.Equal(got, []string{"/dev/ttyUSB2"}) {
 		t.Errorf("after renumbering ID %s allocates %v, want /dev/ttyUSB2", a, got)
 	}
-	usbSerial(h, sys, run, 3, "NEW111")
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "5", "NEW111"))
 	h.events.fire("add", "ttyUSB3")
-	h.waitFor(res, "a new adapter, a new ID", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy, "FTDI_FT232R_NEW111": pluginapi.Healthy}))
+	h.waitFor(res, "a new adapter, a new ID", ids(map[string]string{a: pluginapi.Healthy, z: pluginapi.Healthy, "0403_6001_NEW111": pluginapi.Healthy}))
 	if n := h.kubelet.Registrations(res); n != 1 {
 		t.Errorf("class resource registered %d times, want 1", n)
 	}
@@ -211,33 +185,29 @@ func TestClassResource(t *testing.T) {
 // A class member that stays away loses its IDs after RemoveAfter; the
 // resource stays for the others, and goes when none is left.
 func TestClassMemberRemoveAfter(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
-	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n"
-	h := newHarness(t, rules, func(o *Options) {
-		o.SysFS, o.RunFS = sys, run
+	m := hwfixture.New(true)
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", func(o *Options) {
+		onMachine(m)(o)
 		o.RemoveAfter = 200 * time.Millisecond
 	})
-	usbSerial(h, sys, run, 0, "A1B2C3")
-	usbSerial(h, sys, run, 1, "ZZZ999")
+	adapterA := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	adapterZ := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "2", "ZZZ999"))
 	h.events.fire("add", "ttyUSB1")
 	const res = "smarter-devices/usb-serial"
 	h.waitFor(res, "both", health(2, pluginapi.Healthy))
-	h.dev.remove("ttyUSB0")
+	m.Unplug(adapterA)
 	h.events.fire("remove", "ttyUSB0")
-	h.waitFor(res, "A's ID gone after remove-after", func(devs []*pluginapi.Device) bool {
-		return len(devs) == 1 && devs[0].ID == "FTDI_FT232R_ZZZ999" && devs[0].Health == pluginapi.Healthy
-	})
-	h.dev.remove("ttyUSB1")
+	h.waitFor(res, "A's ID gone after remove-after", ids(map[string]string{"0403_6001_ZZZ999": pluginapi.Healthy}))
+	m.Unplug(adapterZ)
 	h.events.fire("remove", "ttyUSB1")
 	h.waitStreamEnd(res)
 }
 
 // A device below a PCI function with a NUMA node is advertised with it.
 func TestNUMATopology(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
-	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
-	sys.put("devices/pci0000:00/0000:00:14.0/numa_node", &fstest.MapFile{Data: []byte("1\n")})
-	usbSerial(h, sys, run, 0, "A1B2C3")
+	m := hwfixture.New(true)
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", onMachine(m))
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI.OnNUMANode(1), "1", "A1B2C3"))
 	h.events.fire("add", "ttyUSB0")
 	h.waitFor("smarter-devices/usb-serial", "advertised on NUMA node 1", func(devs []*pluginapi.Device) bool {
 		return len(devs) == 1 && devs[0].GetTopology() != nil && len(devs[0].GetTopology().GetNodes()) == 1 &&
@@ -274,80 +244,118 @@ func TestCompanionsAndMounts(t *testing.T) {
 	}
 }
 
-// camera adds a USB camera's two V4L2 nodes (video<2n>, video<2n+1>, 81:x)
-// below one USB interface, as the kernel makes them, with udev's ID_PATH.
-func camera(h *harness, sys, run *devFS, n int) {
-	usb := fmt.Sprintf("devices/pci0000:00/0000:00:14.0/usb1/1-%d/1-%d:1.0", n+1, n+1)
-	for _, minor := range []int{2 * n, 2*n + 1} {
-		name := fmt.Sprintf("video%d", minor)
-		dev := usb + "/video4linux/" + name
-		sys.put(fmt.Sprintf("dev/char/81:%d", minor), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
-		sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=81\nMINOR=%d\nDEVNAME=%s\n", minor, name))})
-		run.put(fmt.Sprintf("udev/data/c81:%d", minor), &fstest.MapFile{Data: []byte(fmt.Sprintf("E:ID_PATH=pci-0000:00:14.0-usb-0:%d:1.0\nE:ID_SERIAL=Cam_Model\n", n+1))})
-		h.dev.put(name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(81, uint32(minor))}})
-	}
-}
-
 // A USB camera's nodes are one allocatable unit of a class: one ID per
-// camera (two cameras of a model without serial numbers told apart by the
-// port), and a pod given it gets both nodes.
+// camera (a camera without a serial number told apart by its port), and a
+// pod given it gets both its video nodes and its media node.
 func TestCameraNodesAreOneUnit(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
-	h := newHarness(t, "version: v1\nrules:\n  - match: ^video[0-9]+$\n    class: camera\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
-	camera(h, sys, run, 0)
-	camera(h, sys, run, 1)
+	m := hwfixture.New(true)
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^(video|media)[0-9]+$\n    class: camera\n", onMachine(m))
+	m.Plug(hwfixture.C270(hwfixture.IntelXHCI, "1", "5C4F2E10"))
+	m.Plug(hwfixture.C270(hwfixture.IntelXHCI, "2", "")) // no serial number
 	h.events.fire("add", "video3")
 	const res = "smarter-devices/camera"
-	h.waitFor(res, "two cameras, one ID each", health(2, pluginapi.Healthy))
-	devs := h.kubelet.Devices(res)
-	resp := h.allocate(res, devs[1].ID)
-	var paths []string
-	for _, s := range resp.ContainerResponses[0].Devices {
-		paths = append(paths, s.HostPath)
+	const withSerial, byPort = "046d_0825_5C4F2E10", "usb-0000_00_14.0-2"
+	h.waitFor(res, "two cameras, one ID each", ids(map[string]string{withSerial: pluginapi.Healthy, byPort: pluginapi.Healthy}))
+	if got := hostPaths(h.allocate(res, withSerial).ContainerResponses[0]); !slices.Equal(got, []string{"/dev/media0", "/dev/video0", "/dev/video1"}) {
+		t.Errorf("camera %s allocates %v, want all of its nodes", withSerial, got)
 	}
-	if !slices.Equal(paths, []string{"/dev/video2", "/dev/video3"}) {
-		t.Errorf("camera %s allocates %v, want both of its nodes", devs[1].ID, paths)
+	if got := hostPaths(h.allocate(res, byPort).ContainerResponses[0]); !slices.Equal(got, []string{"/dev/media1", "/dev/video2", "/dev/video3"}) {
+		t.Errorf("camera %s allocates %v, want all of its nodes", byPort, got)
 	}
 }
 
-// alsaCard adds sound card n's nodes below /dev/snd (116:x), each in sysfs
-// below the card's PCI function, with udev's ID_PATH of the card.
-func alsaCard(h *harness, sys, run *devFS, n int, names ...string) {
-	card := fmt.Sprintf("devices/pci0000:00/0000:00:1f.%d/sound/card%d", n, n)
-	for i, name := range names {
-		minor := 32*n + i
-		dev := card + "/" + name
-		sys.put(fmt.Sprintf("dev/char/116:%d", minor), &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("../../" + dev)})
-		sys.put(dev+"/uevent", &fstest.MapFile{Data: []byte(fmt.Sprintf("MAJOR=116\nMINOR=%d\nDEVNAME=snd/%s\n", minor, name))})
-		run.put(fmt.Sprintf("udev/data/c116:%d", minor), &fstest.MapFile{Data: []byte(fmt.Sprintf("E:ID_PATH=pci-0000:00:1f.%d\n", n))})
-		h.dev.put("snd/"+name, &fstest.MapFile{Mode: charDev, Sys: &syscall.Stat_t{Rdev: unix.Mkdev(116, uint32(minor))}})
-	}
-}
-
-// An ALSA card's nodes are one unit: a pod given card 1 gets its control
-// and PCM nodes, and none of card 0's.
+// A sound card is one unit of a class however udev tagged its nodes:
+// Debian's udev gives ID_SERIAL and ID_PATH to a card's control node only
+// (60-persistent-alsa.rules: KERNEL!="controlC[0-9]*", GOTO end), so a
+// webcam's microphone has a control node with the camera's serial and a
+// PCM node with no identity properties at all. Grouped by sysfs, a pod
+// given a card gets its control and PCM nodes, and no other card's.
 func TestALSACardIsOneUnit(t *testing.T) {
-	sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
-	h := newHarness(t, "version: v1\nrules:\n  - match: ^snd/(controlC|pcmC)[0-9]+\n    class: sound-card\n", func(o *Options) { o.SysFS, o.RunFS = sys, run })
-	h.dev.set("snd", fs.ModeDir|0o755)
-	alsaCard(h, sys, run, 0, "controlC0", "pcmC0D0p")
-	alsaCard(h, sys, run, 1, "controlC1", "pcmC1D0c", "pcmC1D0p")
+	m := hwfixture.Machines["pc-av"](true) // HD Audio on PCI, a C270 webcam, a CM108 sound card
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^snd/(controlC|pcmC)[0-9]+\n    class: sound-card\n", onMachine(m))
 	h.events.fire("add", "snd/controlC1")
 	const res = "smarter-devices/sound-card"
-	h.waitFor(res, "two cards", health(2, pluginapi.Healthy))
-	client, err := h.kubelet.Client(res)
-	if err != nil {
-		t.Fatal(err)
+	cards := map[string][]string{
+		"pci-0000_00_1f.3":   {"/dev/snd/controlC0", "/dev/snd/pcmC0D0c", "/dev/snd/pcmC0D0p"},
+		"046d_0825_5C4F2E10": {"/dev/snd/controlC1", "/dev/snd/pcmC1D0c"},
+		"usb-0000_00_14.0-2": {"/dev/snd/controlC2", "/dev/snd/pcmC2D0c", "/dev/snd/pcmC2D0p"},
 	}
-	resp, err := client.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"pci-0000_00_1f.1"}}}})
-	if err != nil {
-		t.Fatalf("Allocate card 1: %v (IDs: %v)", err, h.kubelet.Devices(res))
+	want := map[string]string{}
+	for id := range cards {
+		want[id] = pluginapi.Healthy
 	}
-	var paths []string
-	for _, s := range resp.ContainerResponses[0].Devices {
-		paths = append(paths, s.ContainerPath)
+	h.waitFor(res, "three cards, one ID each", ids(want))
+	for id, nodes := range cards {
+		if got := hostPaths(h.allocate(res, id).ContainerResponses[0]); !slices.Equal(got, nodes) {
+			t.Errorf("card %s allocates %v, want %v", id, got, nodes)
+		}
 	}
-	if want := []string{"/dev/snd/controlC1", "/dev/snd/pcmC1D0c", "/dev/snd/pcmC1D0p"}; !slices.Equal(paths, want) {
-		t.Errorf("card 1 allocates %v, want %v", paths, want)
+}
+
+// A member's key comes from sysfs alone: a node where udevd starts late, or
+// a container without /run/udev, advertises the same IDs, so the kubelet
+// sees no device vanish and come back under another name.
+func TestMemberKeysIgnoreUdev(t *testing.T) {
+	m := hwfixture.Machines["pc-serial"](false) // udevd not running yet
+	stats := new(Stats)
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", func(o *Options) {
+		onMachine(m)(o)
+		o.Stats = stats
+	})
+	const res = "smarter-devices/usb-serial"
+	want := ids(map[string]string{
+		"0403_6001_A1B2C3":                           pluginapi.Healthy,
+		"10c4_ea60_d4f0c5b1e3a2ec11b5d1c2a3b4c5d6e7": pluginapi.Healthy,
+		"usb-0000_00_14.0-3":                         pluginapi.Healthy, // the two CH340 clones, by port
+		"usb-0000_00_14.0-4.2":                       pluginapi.Healthy,
+	})
+	h.waitFor(res, "four adapters without udev", want)
+	rescan := func(what string) {
+		t.Helper()
+		before := stats.Rescans.Load()
+		h.events.fire("change", "ttyUSB0")
+		testutil.Eventually(t, 20*time.Second, "a rescan after "+what, func() bool { return stats.Rescans.Load() > before })
+		if got := h.kubelet.Devices(res); !want(got) {
+			t.Errorf("after %s: devices %v", what, got)
+		}
+	}
+	m.StartUdev()
+	rescan("udevd started")
+	m.StopUdev()
+	rescan("udev's database went away")
+	if n := h.kubelet.Registrations(res); n != 1 {
+		t.Errorf("registered %d times, want 1", n)
+	}
+}
+
+// Two adapters that report the same serial number (cheap CP2102 boards all
+// say "0001") are two devices, told apart by their ports while both are
+// there.
+func TestSameSerialTwoDevices(t *testing.T) {
+	m := hwfixture.New(true)
+	m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "1", "0001"))
+	m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "2", "0001"))
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n", onMachine(m))
+	const res = "smarter-devices/usb-serial"
+	h.waitFor(res, "two devices", ids(map[string]string{"usb-0000_00_14.0-1": pluginapi.Healthy, "usb-0000_00_14.0-2": pluginapi.Healthy}))
+	if got := hostPaths(h.allocate(res, "usb-0000_00_14.0-2").ContainerResponses[0]); !slices.Equal(got, []string{"/dev/ttyUSB1"}) {
+		t.Errorf("the second adapter allocates %v, want only /dev/ttyUSB1", got)
+	}
+}
+
+// A Raspberry Pi's platform devices as classes: each SPI chip select is a
+// device of its own, the VideoCore codec's four nodes are one device and
+// its ISP's four another.
+func TestPiPlatformUnits(t *testing.T) {
+	m := hwfixture.Machines["pi4"](true)
+	rules := "version: v1\nrules:\n  - match: ^spidev[0-9.]+$\n    class: spi\n  - match: ^video1[0-9]$\n    class: videocore\n"
+	h := newHarness(t, rules, onMachine(m))
+	h.waitFor("smarter-devices/spi", "two chip selects", ids(map[string]string{"spi-spi0.0": pluginapi.Healthy, "spi-spi0.1": pluginapi.Healthy}))
+	h.waitFor("smarter-devices/videocore", "codec and ISP", ids(map[string]string{"platform-bcm2835-codec": pluginapi.Healthy, "platform-bcm2835-isp": pluginapi.Healthy}))
+	if got := hostPaths(h.allocate("smarter-devices/videocore", "platform-bcm2835-codec").ContainerResponses[0]); !slices.Equal(got, []string{"/dev/video10", "/dev/video11", "/dev/video12", "/dev/video18"}) {
+		t.Errorf("the codec allocates %v", got)
+	}
+	if got := hostPaths(h.allocate("smarter-devices/spi", "spi-spi0.1").ContainerResponses[0]); !slices.Equal(got, []string{"/dev/spidev0.1"}) {
+		t.Errorf("chip select 1 allocates %v", got)
 	}
 }

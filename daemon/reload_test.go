@@ -12,6 +12,7 @@ import (
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
@@ -23,7 +24,7 @@ func TestReloadChangesEveryField(t *testing.T) {
 	const (
 		base   = "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n"
 		res    = "smarter-devices/ttyUSB0"
-		byID   = "/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0"
+		byID   = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3-if00-port0"
 		serial = "A1B2C3"
 	)
 	type view struct {
@@ -82,11 +83,14 @@ func TestReloadChangesEveryField(t *testing.T) {
 		}},
 	} {
 		t.Run(c.field, func(t *testing.T) {
-			sys, run := &devFS{m: fstest.MapFS{}}, &devFS{m: fstest.MapFS{}}
+			m := hwfixture.New(true)
 			cdiDir := filepath.Join(testutil.ShortTempDir(t), "cdi")
-			h := newHarness(t, base+c.before, func(o *Options) { o.SysFS, o.RunFS, o.CDIDir = sys, run, cdiDir })
-			usbSerial(h, sys, run, 0, serial)
-			h.dev.set("pps0", charDev)
+			h := newHarness(t, base+c.before, func(o *Options) {
+				onMachine(m)(o)
+				o.CDIDir = cdiDir
+			})
+			m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", serial))
+			m.Dev.Put("pps0", &fstest.MapFile{Mode: charDev})
 			h.events.fire("add", "ttyUSB0")
 			h.waitFor(res, "served", health(1, pluginapi.Healthy))
 			after := c.res

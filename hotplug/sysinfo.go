@@ -57,6 +57,7 @@ const maxAttrSize = 64 << 10
 type Reader struct {
 	sys, run fs.FS
 	attrs    map[string]attrValue // by path below the sys root
+	buses    map[string]string    // device directory → its bus, "" for none
 }
 
 type attrValue struct {
@@ -69,7 +70,7 @@ type attrValue struct {
 // udev/data holds the udev database. runFS may be nil (no udev); either may
 // lack entries.
 func NewReader(sysFS, runFS fs.FS) *Reader {
-	return &Reader{sys: sysFS, run: runFS, attrs: make(map[string]attrValue)}
+	return &Reader{sys: sysFS, run: runFS, attrs: make(map[string]attrValue), buses: make(map[string]string)}
 }
 
 // Info reads the identity of the char (or, with block, block) device
