@@ -67,21 +67,28 @@ func appendNodes(nodes []Node, fsys fs.FS, dir string, entries []fs.DirEntry, de
 
 // ScanGPUs lists the numbers N of the entries named gpu.N (N all digits)
 // in the devices directory of fsys, which is rooted at the sys root
-// (os.DirFS("/sys")), as on NVIDIA Jetson boards. The result is sorted
-// numerically. Without a devices directory it returns nil, nil.
+// (os.DirFS("/sys")), and in devices/platform: NVIDIA Jetson boards up to
+// Xavier (L4T R35) have the GPU at /sys/devices/gpu.0, Jetson Orin (L4T
+// R36) only at /sys/devices/platform/gpu.0. A number found in both is
+// listed once. The result is sorted numerically. With neither directory
+// it returns nil, nil.
 func ScanGPUs(fsys fs.FS) ([]string, error) {
-	entries, err := fs.ReadDir(fsys, "devices")
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("scan gpus: %w", err)
-	}
+	seen := map[string]bool{}
 	var ids []string
-	for _, e := range entries {
-		n, ok := strings.CutPrefix(e.Name(), "gpu.")
-		if ok && isDigits(n) {
-			ids = append(ids, n)
+	for _, dir := range []string{"devices", "devices/platform"} {
+		entries, err := fs.ReadDir(fsys, dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("scan gpus: %w", err)
+		}
+		for _, e := range entries {
+			n, ok := strings.CutPrefix(e.Name(), "gpu.")
+			if ok && isDigits(n) && !seen[n] {
+				seen[n] = true
+				ids = append(ids, n)
+			}
 		}
 	}
 	slices.SortFunc(ids, compareNumeric)

@@ -11,6 +11,8 @@ import (
 	"testing/fstest"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
 const (
@@ -205,6 +207,9 @@ func TestScanGPUs(t *testing.T) {
 			},
 			[]string{"0", "2", "3", "9", "10", "100"},
 		},
+		{"jetson xavier", hwfixture.Machines["jetson-xavier"](false).Sys, []string{"0"}},
+		{"jetson orin: only below platform", hwfixture.Machines["jetson-orin"](false).Sys, []string{"0"}},
+		{"both places: listed once", fstest.MapFS{"devices/gpu.0/uevent": {}, "devices/platform/gpu.0/uevent": {}, "devices/platform/gpu.1/uevent": {}}, []string{"0", "1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
