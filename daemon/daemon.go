@@ -593,7 +593,8 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 		Registrar:    d.reg,
 		// The plugin-dir watch kicks servers on every change, and the
 		// resync kicks them all: no per-server polling.
-		CheckInterval: -1,
+		CheckInterval:       -1,
+		PreferredAllocation: preferredAllocation(res, snap),
 	}, snap)
 	r := &running{res: res, srv: srv, cancel: cancel, done: make(chan struct{}), snap: snap}
 	d.servers[res.Name] = r
@@ -604,6 +605,24 @@ func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snaps
 			log.Error().Err(err).Msg("plugin server stopped")
 		}
 	})
+}
+
+// preferredAllocation reports whether a resource offers the kubelet
+// GetPreferredAllocation: only where the choice of IDs matters. A class
+// resource's IDs stand for different devices; IDs with a NUMA node let the
+// choice follow the pod's placement. Every ID of any other resource hands
+// out the same nodes, and the kubelet's extra round trip before each
+// Allocate would be pure cost.
+func preferredAllocation(res conf.Resource, snap plugin.Snapshot) bool {
+	if res.Members != nil {
+		return true
+	}
+	for _, d := range snap.Devices {
+		if d.HasNUMA {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) update(r *running, snap plugin.Snapshot) {

@@ -34,6 +34,9 @@ type ResourceStatus struct {
 	Registrations, Allocations, Attempts int
 	Healthy                              int // healthy device IDs advertised
 	Devices                              int // all device IDs advertised
+	// PreferredAllocations counts the kubelet's GetPreferredAllocation
+	// calls, which it makes only where the server offers them.
+	PreferredAllocations int
 }
 
 // ErrNotAnswering is Check's error when the event loop does not answer:
@@ -67,7 +70,8 @@ func (d *daemon) report() Report {
 	for name, s := range d.servers {
 		ss, _ := s.srv.Status()
 		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices),
-			Registrations: ss.Registrations, Allocations: ss.Allocations, Attempts: ss.Attempts}
+			Registrations: ss.Registrations, Allocations: ss.Allocations, Attempts: ss.Attempts,
+			PreferredAllocations: ss.PreferredAllocations}
 		for _, dev := range s.snap.Devices {
 			if dev.Healthy {
 				st.Healthy++

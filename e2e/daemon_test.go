@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,7 +25,9 @@ type daemonProc struct {
 	// stopping is set once the test signals the daemon: its exit is then
 	// expected, not a failure to report.
 	stopping atomic.Bool
-	killed   bool // by the test's SIGKILL: its exit status means nothing
+	killed   bool   // by the test's SIGKILL: its exit status means nothing
+	logStart int    // where this run's lines begin in log (shared by a node's runs)
+	metrics  string // this run's --metrics-addr, once read from its log
 }
 
 // startDaemon runs the daemon on the node's plugin directory and rules.
@@ -39,8 +42,10 @@ func (n *node) startDaemon() {
 		log = n.daemon.log
 	}
 	p := &daemonProc{log: log, done: make(chan struct{})}
+	// Its metrics are the daemon's own count of what it did (registrations,
+	// attempts, calls from the kubelet): the tests read them, not its log.
 	args := append([]string{"--plugin-dir", n.dir, "--config", n.rules, "--uevent-source", "kernel",
-		"--log-level", "debug", "--resync", "1h"}, n.daemonArgs...)
+		"--log-level", "debug", "--resync", "1h", "--metrics-addr", "127.0.0.1:0"}, n.daemonArgs...)
 	p.cmd = exec.Command(daemonBinary, args...)
 	p.cmd.Stdout = log
 	p.cmd.Stderr = log
@@ -48,6 +53,7 @@ func (n *node) startDaemon() {
 		n.t.Fatalf("starting the daemon: %v", err)
 	}
 	fmt.Fprintf(log, "=== daemon pid %d started\n", p.cmd.Process.Pid)
+	p.logStart = len(log.String())
 	go func() {
 		p.err = p.cmd.Wait()
 		close(p.done)
@@ -104,6 +110,69 @@ func (n *node) killDaemon() {
 	if err := n.daemon.signal(syscall.SIGKILL); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// metricsAddr returns the address this run serves /metrics on (the test
+// asks for port 0): the log line that says where it listens is the only
+// place that says it.
+func (n *node) metricsAddr() string {
+	n.t.Helper()
+	p := n.daemon
+	if p.metrics != "" {
+		return p.metrics
+	}
+	n.poll("the daemon's metrics address in its log", func() bool {
+		sc := bufio.NewScanner(strings.NewReader(p.log.String()[p.logStart:]))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var rec struct{ Message, Addr string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && strings.HasPrefix(rec.Message, "health endpoints") && rec.Addr != "" {
+				p.metrics = rec.Addr
+				return true
+			}
+		}
+		return false
+	}, func() string { return "no \"health endpoints ... listening\" line (is --log-level above info?)" })
+	return p.metrics
+}
+
+// metrics scrapes the running daemon's /metrics: every
+// smarter_device_manager_ sample by its name and labels as written, e.g.
+// `smarter_device_manager_registrations_total{resource="smarter-devices/null"}`.
+func (n *node) metrics() map[string]float64 {
+	n.t.Helper()
+	resp, err := http.Get("http://" + n.metricsAddr() + "/metrics")
+	if err != nil {
+		n.t.Fatalf("scraping the daemon's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		n.t.Fatalf("scraping the daemon's metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "smarter_device_manager_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			n.t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		n.t.Fatalf("reading the daemon's metrics: %v", err)
+	}
+	return out
+}
+
+// perResource is the name of a per-resource metric's sample.
+func perResource(metric, res string) string {
+	return fmt.Sprintf("smarter_device_manager_%s{resource=%q}", metric, res)
 }
 
 // logRecord is one JSON line of the daemon's log.

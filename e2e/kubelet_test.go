@@ -115,6 +115,14 @@ func (p *podList) add(pod *v1.Pod) {
 	p.pods = append(p.pods, pod)
 }
 
+// reset makes every pod inactive: the manager frees their devices at its
+// next Allocate.
+func (p *podList) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pods = nil
+}
+
 func (p *podList) active() []*v1.Pod {
 	p.mu.Lock()
 	defer p.mu.Unlock()

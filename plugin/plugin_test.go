@@ -213,7 +213,8 @@ func TestRegister(t *testing.T) {
 	if req.GetVersion() != pluginapi.Version || req.GetEndpoint() != socketName || req.GetResourceName() != resourceName {
 		t.Errorf("register request = %v", req)
 	}
-	if o := req.GetOptions(); o == nil || !o.GetGetPreferredAllocationAvailable() || o.GetPreStartRequired() {
+	// GetPreferredAllocation is not offered unless asked for.
+	if o := req.GetOptions(); o == nil || o.GetGetPreferredAllocationAvailable() || o.GetPreStartRequired() {
 		t.Errorf("register options = %v", o)
 	}
 	if got := k.Resources(); !slices.Equal(got, []string{resourceName}) {
@@ -224,15 +225,31 @@ func TestRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := c.GetDevicePluginOptions(waitCtx(t), &pluginapi.Empty{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !o.GetGetPreferredAllocationAvailable() || o.GetPreStartRequired() {
-		t.Errorf("GetDevicePluginOptions = %v", o)
-	}
 	if _, err := c.PreStartContainer(waitCtx(t), &pluginapi.PreStartContainerRequest{DevicesIds: []string{"0"}}); err != nil {
 		t.Errorf("PreStartContainer: %v", err)
+	}
+}
+
+// Options.PreferredAllocation decides whether the kubelet is offered
+// GetPreferredAllocation; the registration and GetDevicePluginOptions (which
+// the kubelet calls while handling Register) say the same.
+func TestPreferredAllocationOption(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		t.Run(fmt.Sprint("PreferredAllocation=", want), func(t *testing.T) {
+			dir := testutil.ShortTempDir(t)
+			k := startKubelet(t, dir)
+			opts := options(t, dir)
+			opts.PreferredAllocation = want
+			run(t, plugin.NewServer(opts, ttySnapshot(plugin.Device{ID: "0", Healthy: true})))
+			waitRegistered(t, k, 1)
+			reg, answered := k.Request(resourceName).GetOptions(), k.PluginOptions(resourceName)
+			if reg == nil || reg.GetGetPreferredAllocationAvailable() != want || reg.GetPreStartRequired() {
+				t.Errorf("RegisterRequest options = %v; want GetPreferredAllocationAvailable %v", reg, want)
+			}
+			if answered == nil || answered.GetGetPreferredAllocationAvailable() != want || answered.GetPreStartRequired() {
+				t.Errorf("GetDevicePluginOptions = %v; want GetPreferredAllocationAvailable %v", answered, want)
+			}
+		})
 	}
 }
 
@@ -377,7 +394,7 @@ func TestAllocate(t *testing.T) {
 func TestGetPreferredAllocation(t *testing.T) {
 	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
-	run(t, plugin.NewServer(options(t, dir), ttySnapshot(
+	srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(
 		plugin.Device{ID: "ttyUSB10", Healthy: true},
 		plugin.Device{ID: "ttyUSB2", Healthy: true},
 		plugin.Device{ID: "ttyUSB1", Healthy: true},
@@ -407,6 +424,9 @@ func TestGetPreferredAllocation(t *testing.T) {
 		if !slices.Equal(cr.GetDeviceIDs(), want[i]) {
 			t.Errorf("container %d: %v, want %v", i, cr.GetDeviceIDs(), want[i])
 		}
+	}
+	if st, _ := srv.Status(); st.PreferredAllocations != 1 {
+		t.Errorf("Status.PreferredAllocations = %d after one call; want 1", st.PreferredAllocations)
 	}
 }
 

@@ -162,6 +162,12 @@ type Options struct {
 	// Kick had been called; zero means DefaultCheckInterval, negative
 	// disables the periodic check (only Kick then triggers it).
 	CheckInterval time.Duration
+	// PreferredAllocation offers GetPreferredAllocation to the kubelet. Set
+	// it only where the choice of IDs matters (IDs that stand for different
+	// devices, or NUMA placement): the kubelet then calls it before every
+	// Allocate that has more free IDs than it needs, a round trip that is
+	// pure cost when every ID hands out the same nodes.
+	PreferredAllocation bool
 }
 
 func (o *Options) setDefaults() {
@@ -260,6 +266,9 @@ type Status struct {
 	Registrations int
 	// Allocations counts successful Allocate calls since NewServer.
 	Allocations int
+	// PreferredAllocations counts GetPreferredAllocation calls answered
+	// since NewServer.
+	PreferredAllocations int
 	// Attempts counts registration attempts since NewServer, failed ones
 	// included. None is made while the kubelet socket is absent.
 	Attempts int
@@ -613,14 +622,16 @@ func (s *Server) register(ctx context.Context, inst *instance) (fileID, error) {
 		Version:      pluginapi.Version,
 		Endpoint:     s.opts.Socket,
 		ResourceName: s.opts.ResourceName,
-		Options:      pluginOptions(),
+		Options:      s.pluginOptions(),
 	})
 }
 
-func pluginOptions() *pluginapi.DevicePluginOptions {
+// pluginOptions are sent with Register and answered by
+// GetDevicePluginOptions: both must agree.
+func (s *Server) pluginOptions() *pluginapi.DevicePluginOptions {
 	return &pluginapi.DevicePluginOptions{
 		PreStartRequired:                false,
-		GetPreferredAllocationAvailable: true,
+		GetPreferredAllocationAvailable: s.opts.PreferredAllocation,
 	}
 }
 

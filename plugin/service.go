@@ -22,9 +22,10 @@ type service struct {
 }
 
 // GetDevicePluginOptions tells the kubelet that PreStartContainer need not
-// be called and GetPreferredAllocation is available.
+// be called, and whether GetPreferredAllocation is available
+// (Options.PreferredAllocation), as the registration did.
 func (v *service) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*pluginapi.DevicePluginOptions, error) {
-	return pluginOptions(), nil
+	return v.s.pluginOptions(), nil
 }
 
 // ListAndWatch sends the whole device list at once, then again after every
@@ -164,8 +165,10 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 // GetPreferredAllocation prefers, for every container, the must-include
 // IDs first, then the other available IDs that are healthy in the current
 // snapshot in numeric-aware order ("2" before "10"), up to the allocation
-// size.
+// size. The kubelet calls it only when the options offer it, but it answers
+// either way.
 func (v *service) GetPreferredAllocation(_ context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
+	defer v.s.setStatus(func(st *Status) { st.PreferredAllocations++ })
 	st, _ := v.s.current()
 	resp := &pluginapi.PreferredAllocationResponse{
 		ContainerResponses: make([]*pluginapi.ContainerPreferredAllocationResponse, 0, len(req.GetContainerRequests())),

@@ -1,6 +1,6 @@
 // Command sdm-bench measures smarter-device-manager on this machine and
 // writes BENCHMARKS.md: hotplug latency from the kernel's uevent to the
-// kubelet side, start-up time, footprint, idle CPU, uevent-storm
+// kubelet side, Allocate through the real kubelet, start-up time, footprint, idle CPU, uevent-storm
 // throughput, and the Go micro-benchmarks. It prints figures; it asserts
 // nothing about time. Run it as root (`make bench`): it creates zram
 // devices, mounts a tmpfs device root and runs the daemon binary against a
@@ -44,7 +44,7 @@ func run() int {
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window for CPU time")
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
-	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,startup,storm,micro); all when empty")
+	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,startup,storm,micro); all when empty")
 	flag.Parse()
 	if *only != "" {
 		c.only = map[string]bool{}
@@ -128,6 +128,13 @@ func bench(c *config) error {
 	if err := step("kubelet", "hotplug latency to the real kubelet (e2e module)", func() error {
 		s, err := kubeletLatency(c)
 		r.latency = append(r.latency, s...)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := step("allocate", "Allocate through the real kubelet (e2e module)", func() error {
+		s, err := kubeletAllocate(c)
+		r.allocate = s
 		return err
 	}); err != nil {
 		return err

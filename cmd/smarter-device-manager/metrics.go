@@ -22,7 +22,7 @@ type collector struct {
 	uevents, ignored, lost, rescans, rescanSeconds, errors *prometheus.Desc
 	devices, registered, registrations, allocations        *prometheus.Desc
 	buildInfo, loopUp                                      *prometheus.Desc
-	attempts, waiting                                      *prometheus.Desc
+	attempts, waiting, preferred                           *prometheus.Desc
 	reloads, reloadsUnchanged, reloadFailures              *prometheus.Desc
 }
 
@@ -46,6 +46,7 @@ func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
 		allocations:      d("allocations_total", "Successful Allocate calls.", "resource"),
 		buildInfo:        d("build_info", "The running build.", "version", "goversion"),
 		attempts:         d("registration_attempts_total", "Registration attempts, failed ones included (none while the kubelet socket is absent).", "resource"),
+		preferred:        d("preferred_allocations_total", "GetPreferredAllocation calls from the kubelet (offered only by class resources and devices with a NUMA node).", "resource"),
 		waiting:          d("waiting_for_kubelet", "1 while the plugin directory has no kubelet socket: nothing can register until the kubelet starts."),
 		reloads:          d("reloads_total", "Reads of the rule file: SIGHUP, or a change the rule file watch saw."),
 		reloadsUnchanged: d("reloads_unchanged_total", "Of those, reads that found the content the previous one read, and did nothing."),
@@ -57,7 +58,7 @@ func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.uevents, c.ignored, c.lost, c.rescans, c.rescanSeconds, c.errors,
 		c.devices, c.registered, c.registrations, c.allocations, c.buildInfo, c.loopUp,
-		c.reloads, c.reloadsUnchanged, c.reloadFailures, c.attempts, c.waiting} {
+		c.reloads, c.reloadsUnchanged, c.reloadFailures, c.attempts, c.waiting, c.preferred} {
 		ch <- d
 	}
 }
@@ -104,6 +105,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.registrations, float64(st.Registrations), name)
 		counter(c.allocations, float64(st.Allocations), name)
 		counter(c.attempts, float64(st.Attempts), name)
+		counter(c.preferred, float64(st.PreferredAllocations), name)
 	}
 }
 

@@ -55,6 +55,9 @@ type resource struct {
 	messages      int // ListAndWatch messages on the current stream
 	closed        int // streams the fake kubelet ended itself (CloseStreams)
 	streaming     bool
+
+	// opts is what GetDevicePluginOptions answered during registration.
+	opts *pluginapi.DevicePluginOptions
 }
 
 // FakeKubelet is an in-process stand-in for the kubelet's device manager.
@@ -179,7 +182,7 @@ func (f *FakeKubelet) Register(ctx context.Context, req *pluginapi.RegisterReque
 	}
 	// The kubelet dials the plugin while handling Register.
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	_, err = pluginapi.NewDevicePluginClient(conn).GetDevicePluginOptions(dctx, &pluginapi.Empty{})
+	opts, err := pluginapi.NewDevicePluginClient(conn).GetDevicePluginOptions(dctx, &pluginapi.Empty{})
 	cancel()
 	if err != nil {
 		conn.Close()
@@ -202,6 +205,7 @@ func (f *FakeKubelet) Register(ctx context.Context, req *pluginapi.RegisterReque
 	r.registrations++
 	r.gen++
 	r.req = cloneRequest(req)
+	r.opts = cloneOptions(opts)
 	r.conn, r.cancel = conn, scancel
 	r.devices, r.messages, r.streaming = nil, 0, false
 	gen := r.gen
@@ -297,6 +301,19 @@ func (f *FakeKubelet) Request(resource string) *pluginapi.RegisterRequest {
 	defer f.mu.Unlock()
 	if r := f.resources[resource]; r != nil && r.req != nil {
 		return cloneRequest(r.req)
+	}
+	return nil
+}
+
+// PluginOptions returns what the plugin's GetDevicePluginOptions answered
+// while its last accepted registration of resource was handled, or nil.
+// The kubelet takes the options from the RegisterRequest (see Request);
+// a plugin should answer the same.
+func (f *FakeKubelet) PluginOptions(resource string) *pluginapi.DevicePluginOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.resources[resource]; r != nil {
+		return cloneOptions(r.opts)
 	}
 	return nil
 }
@@ -457,13 +474,18 @@ func cloneRequest(req *pluginapi.RegisterRequest) *pluginapi.RegisterRequest {
 		Endpoint:     req.GetEndpoint(),
 		ResourceName: req.GetResourceName(),
 	}
-	if o := req.GetOptions(); o != nil {
-		c.Options = &pluginapi.DevicePluginOptions{
-			PreStartRequired:                o.GetPreStartRequired(),
-			GetPreferredAllocationAvailable: o.GetGetPreferredAllocationAvailable(),
-		}
-	}
+	c.Options = cloneOptions(req.GetOptions())
 	return c
+}
+
+func cloneOptions(o *pluginapi.DevicePluginOptions) *pluginapi.DevicePluginOptions {
+	if o == nil {
+		return nil
+	}
+	return &pluginapi.DevicePluginOptions{
+		PreStartRequired:                o.GetPreStartRequired(),
+		GetPreferredAllocationAvailable: o.GetGetPreferredAllocationAvailable(),
+	}
 }
 
 func cloneDevices(devs []*pluginapi.Device) []*pluginapi.Device {

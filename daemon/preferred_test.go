@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"testing"
+
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/plugin"
+)
+
+// The kubelet calls GetPreferredAllocation before every Allocate with more
+// free IDs than it needs, when the plugin offers it. A plain resource's IDs
+// all hand out the same node, so it does not offer it; a class resource's
+// IDs are different devices, so it does. What the kubelet sees: the
+// options in the RegisterRequest, and GetDevicePluginOptions' answer.
+func TestPreferredAllocationOffered(t *testing.T) {
+	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    count: 3\n  - match: ^ttyACM[0-9]+$\n    class: modems\n"
+	h := newHarness(t, rules, nil)
+	h.dev.set("ttyUSB0", charDev)
+	h.dev.set("ttyACM0", charDev)
+	h.dev.set("ttyACM1", charDev)
+	h.events.fire("add", "ttyUSB0")
+	for res, want := range map[string]bool{"smarter-devices/ttyUSB0": false, "smarter-devices/modems": true} {
+		h.waitFor(res, "registered", func(devs []*pluginapi.Device) bool { return len(devs) > 0 })
+		reg, answered := h.kubelet.Request(res).GetOptions(), h.kubelet.PluginOptions(res)
+		if reg.GetGetPreferredAllocationAvailable() != want || answered.GetGetPreferredAllocationAvailable() != want {
+			t.Errorf("%s: GetPreferredAllocationAvailable registered %v, answered %v; want %v",
+				res, reg.GetGetPreferredAllocationAvailable(), answered.GetGetPreferredAllocationAvailable(), want)
+		}
+	}
+}
+
+func TestPreferredAllocationPolicy(t *testing.T) {
+	plain := conf.Resource{Name: "smarter-devices/ttyUSB0", Count: 2}
+	class := conf.Resource{Name: "smarter-devices/modems", Members: []conf.Member{}}
+	two := []plugin.Device{{ID: "0", Healthy: true}, {ID: "1", Healthy: true}}
+	numa := []plugin.Device{{ID: "0", Healthy: true, NUMANode: 1, HasNUMA: true}, {ID: "1", Healthy: true, NUMANode: 1, HasNUMA: true}}
+	for _, tc := range []struct {
+		name string
+		res  conf.Resource
+		devs []plugin.Device
+		want bool
+	}{
+		{"plain", plain, two, false},
+		{"plain, no devices", plain, nil, false},
+		{"plain on a NUMA node", plain, numa, true},
+		{"class", class, two, true},
+		{"class with no member present", class, nil, true},
+	} {
+		if got := preferredAllocation(tc.res, plugin.Snapshot{Devices: tc.devs}); got != tc.want {
+			t.Errorf("%s: preferredAllocation = %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
