@@ -128,6 +128,19 @@ func TestRenumberedAdapterKeepsItsResource(t *testing.T) {
 	h.waitFor("smarter-devices/gps-ZZZ999", "the other adapter, its own resource", health(1, pluginapi.Healthy))
 }
 
+// describe_env's serial comes from the USB device itself where udev's
+// database is missing (a container without /run/udev).
+func TestDescribeEnvSerialWithoutUdev(t *testing.T) {
+	m := hwfixture.New(false)
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    describe_env: true\n", onMachine(m))
+	h.waitFor("smarter-devices/ttyUSB0", "served", health(1, pluginapi.Healthy))
+	env := h.allocate("smarter-devices/ttyUSB0", "0").ContainerResponses[0].Envs
+	if env["SMARTER_DEVICE_TTYUSB0_SERIAL"] != "A1B2C3" || env["SMARTER_DEVICE_TTYUSB0_STABLE"] != "" {
+		t.Errorf("env %v; want the serial from sysfs and no stable link (udev makes those)", env)
+	}
+}
+
 // container_path moves the node in the container.
 func TestContainerPath(t *testing.T) {
 	rules := "version: v1\nrules:\n  - match: ^null$\n    container_path: /dev/bitbucket\n    describe_env: true\n"
@@ -289,6 +302,20 @@ func TestALSACardIsOneUnit(t *testing.T) {
 		if got := hostPaths(h.allocate(res, id).ContainerResponses[0]); !slices.Equal(got, nodes) {
 			t.Errorf("card %s allocates %v, want %v", id, got, nodes)
 		}
+	}
+}
+
+// The README's cookbook rule for USB sound cards: selected by a sysfs
+// attribute of the USB device above them, which every node of a card has,
+// not by a udev property, which only its control node has.
+func TestCookbookUSBAudio(t *testing.T) {
+	m := hwfixture.Machines["pc-av"](true)
+	rules := "version: v1\nrules:\n  - match: ^snd/(controlC|pcmC)[0-9]+\n    class: usb-audio\n    attributes: {idVendor: \"[0-9a-f]{4}\"}\n"
+	h := newHarness(t, rules, onMachine(m))
+	const res = "smarter-devices/usb-audio"
+	h.waitFor(res, "the two USB cards, not the PCI one", ids(map[string]string{"046d_0825_5C4F2E10": pluginapi.Healthy, "usb-0000_00_14.0-2": pluginapi.Healthy}))
+	if got := hostPaths(h.allocate(res, "046d_0825_5C4F2E10").ContainerResponses[0]); !slices.Equal(got, []string{"/dev/snd/controlC1", "/dev/snd/pcmC1D0c"}) {
+		t.Errorf("the webcam's microphone allocates %v", got)
 	}
 }
 

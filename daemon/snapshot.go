@@ -121,6 +121,10 @@ func buildSnapshot(res conf.Resource, rule *conf.Rule, dev conf.Device, nodes []
 		if id, ok := dev.Ident.(*lazyIdent); ok {
 			if serial, ok := id.Property("ID_SERIAL_SHORT"); ok {
 				env[key+"_SERIAL"] = serial
+			} else if u := id.physical(); u.Serial != "" {
+				// No udev (a container without /run/udev): the USB
+				// device's own serial attribute, as udev would give it.
+				env[key+"_SERIAL"] = u.Serial
 			}
 		}
 		if gid, ok := nodeGroup(host(res.Path)); ok {
