@@ -19,6 +19,7 @@ import (
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
@@ -429,9 +430,13 @@ func TestReloadKeepsServingOnBrokenFile(t *testing.T) {
 }
 
 func TestJetsonGPU(t *testing.T) {
-	h := newHarness(t, "- devicematch: nvidia-gpu\n  nummaxdevices: 3\n", func(o *Options) {
-		o.SysFS = fstest.MapFS{"devices/gpu.0": &fstest.MapFile{Mode: fs.ModeDir | 0o755}}
-	})
+	for _, board := range []string{"jetson-xavier", "jetson-orin"} {
+		t.Run(board, func(t *testing.T) { testJetsonGPU(t, hwfixture.Machines[board](true)) })
+	}
+}
+
+func testJetsonGPU(t *testing.T, m *hwfixture.Machine) {
+	h := newHarness(t, "- devicematch: nvidia-gpu\n  nummaxdevices: 3\n", onMachine(m))
 	const res = "smarter-devices/nvidia-gpu0"
 	h.waitFor(res, "three IDs", health(3, pluginapi.Healthy))
 	client, err := h.kubelet.Client(res)

@@ -16,6 +16,8 @@ import (
 
 	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
 const (
@@ -35,39 +37,20 @@ func file(data string) *fstest.MapFile { return &fstest.MapFile{Mode: 0o444, Dat
 // relative links do.
 func up(dir string) string { return strings.Repeat("../", strings.Count(dir, "/")+1) }
 
-// addAdapter adds an FTDI USB serial adapter on port 1-<port> as ttyUSB<n>
-// (char 188:<n>) with the given serial number, laid out as real sysfs.
-func addAdapter(m fstest.MapFS, port, n int, serial string) {
-	usb := fmt.Sprintf("%s/1-%d", usbHub, port)
-	intf := fmt.Sprintf("%s/1-%d:1.0", usb, port)
-	tty := fmt.Sprintf("%s/ttyUSB%d/tty/ttyUSB%d", intf, n, n)
-	m[usb+"/uevent"] = file("DEVTYPE=usb_device\nDRIVER=usb\nPRODUCT=403/6001/600\n")
-	m[usb+"/idVendor"] = file("0403\n")
-	m[usb+"/idProduct"] = file("6001\n")
-	m[usb+"/serial"] = file(serial + "\n")
-	m[usb+"/product"] = file("FT232R USB UART  \n") // trailing blanks
-	m[usb+"/subsystem"] = link(up(usb) + "bus/usb")
-	m[intf+"/bInterfaceNumber"] = file("00\n")
-	m[intf+"/uevent"] = file("DEVTYPE=usb_interface\nDRIVER=ftdi_sio\n")
-	m[intf+"/subsystem"] = link(up(intf) + "bus/usb")
-	m[tty+"/uevent"] = file(fmt.Sprintf("MAJOR=188\nMINOR=%d\nDEVNAME=ttyUSB%d\n", n, n))
-	m[tty+"/dev"] = file(fmt.Sprintf("188:%d\n", n))
-	m[tty+"/subsystem"] = link(up(tty) + "class/tty")
-	m[fmt.Sprintf("dev/char/188:%d", n)] = link("../../" + tty)
-	m[fmt.Sprintf("class/tty/ttyUSB%d", n)] = link("../../" + tty)
-}
-
 // sysFS is a fake /sys: two FTDI adapters differing only by serial, the
 // USB root hub above them, a zram disk, and broken or hostile links.
 func sysFS() fstest.MapFS {
-	m := fstest.MapFS{
-		usbHub + "/idVendor":  file("1d6b\n"),
-		usbHub + "/idProduct": file("0002\n"),
-		usbHub + "/serial":    file("0000:00:14.0\n"),
-		zram0 + "/uevent":     file("MAJOR=252\nMINOR=0\nDEVNAME=zram0\nDEVTYPE=disk\nDISKSEQ=9\n"),
-		zram0 + "/disksize":   file("0\n"),
-		zram0 + "/subsystem":  link("../../../../class/block"),
-		"dev/block/252:0":     link("../../" + zram0),
+	// The adapters as the fixture generator lays them out (ttyUSB0 in
+	// port 1, ttyUSB1 in port 2), the rest by hand.
+	hw := hwfixture.New(false)
+	hw.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	hw.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "2", "X9Y8Z7"))
+	m := hw.Sys.Snapshot()
+	for k, v := range (fstest.MapFS{
+		zram0 + "/uevent":    file("MAJOR=252\nMINOR=0\nDEVNAME=zram0\nDEVTYPE=disk\nDISKSEQ=9\n"),
+		zram0 + "/disksize":  file("0\n"),
+		zram0 + "/subsystem": link("../../../../class/block"),
+		"dev/block/252:0":    link("../../" + zram0),
 		// No subsystem link: Subsystem comes from uevent.
 		"devices/virtual/odd/odd0/uevent": file("MAJOR=240\nMINOR=0\nDEVNAME=odd0\nSUBSYSTEM=odd\nX=a=b\n"),
 		"dev/char/240:0":                  link("../../devices/virtual/odd/odd0"),
@@ -78,9 +61,9 @@ func sysFS() fstest.MapFS {
 		"dev/char/1:2": link("/sys/devices/virtual/mem/full"),
 		"dev/char/1:4": link("1:4"),
 		"dev/char/1:5": link("../.."),
+	}) {
+		m[k] = v
 	}
-	addAdapter(m, 1, 0, "A1B2C3")
-	addAdapter(m, 2, 1, "X9Y8Z7")
 	return m
 }
 
@@ -108,7 +91,9 @@ func writeTree(t testing.TB, m fstest.MapFS) string {
 			t.Fatal(err)
 		}
 		var err error
-		if f.Mode.Type() == fs.ModeSymlink {
+		if f.Mode.IsDir() {
+			err = os.MkdirAll(p, 0o755)
+		} else if f.Mode.Type() == fs.ModeSymlink {
 			err = os.Symlink(string(f.Data), p)
 		} else {
 			err = os.WriteFile(p, f.Data, 0o644)
