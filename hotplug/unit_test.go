@@ -50,6 +50,7 @@ func TestUnitFromSysfs(t *testing.T) {
 		// A USB sound card without a serial number: its port.
 		{"pc-av", "snd/controlC2", xhci + "2", xhci + "2", "usb"},
 		{"pc-av", "snd/pcmC2D0p", xhci + "2", xhci + "2", "usb"},
+		{"pc-av", "hidraw0", xhci + "2", xhci + "2", "usb"}, // its volume buttons, below the HID device
 		// A Raspberry Pi: the device on the nearest bus; each SPI chip
 		// select is a device of its own, the codec's nodes are one device.
 		{"pi4", "gpiochip0", "gpio-gpiochip0", "gpio-gpiochip0", "gpio"},

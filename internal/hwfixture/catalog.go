@@ -57,7 +57,8 @@ func C270(host Host, port, serial string) USBDevice {
 
 // CM108 is a C-Media CM108 USB sound card (0d8c:013c, "USB PnP Sound
 // Device"): no serial number; snd-usb-audio on its audio control interface
-// makes a card with playback and capture PCMs.
+// makes a card with playback and capture PCMs, usbhid on its HID interface
+// (the volume buttons) a hidraw node.
 func CM108(host Host, port string) USBDevice {
 	return USBDevice{Host: host, Port: port, Speed: "12",
 		Vendor: "0d8c", Product: "013c", BCDDevice: "0100",
@@ -67,6 +68,8 @@ func CM108(host Host, port string) USBDevice {
 				SoundCard{ID: "Device", Devices: []string{"pcm0p", "pcm0c"}}}},
 			{Class: "01", SubClass: "02", Protocol: "00", Driver: "snd-usb-audio"},
 			{Class: "01", SubClass: "02", Protocol: "00", Driver: "snd-usb-audio"},
+			{Class: "03", SubClass: "00", Protocol: "00", Driver: "usbhid", Functions: []Function{
+				HIDRaw{Vendor: "0d8c", Product: "013c", Name: "C-Media Electronics Inc.       USB PnP Sound Device"}}},
 		},
 	}
 }

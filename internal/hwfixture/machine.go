@@ -37,6 +37,7 @@ type Machine struct {
 	udev   bool
 	used   map[string]bool // node names in use: the kernel hands out the lowest free number
 	devnum map[int]int     // USB bus → the last device number handed out
+	hidSeq int             // the last HID device sequence number
 	nodes  []*PluggedNode  // every node present, for StartUdev
 }
 

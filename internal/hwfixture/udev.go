@@ -127,6 +127,12 @@ func (v sysView) entryFor(n *PluggedNode) *udevEntry {
 		v.usbID(e, dir)
 		v.hwdbUSB(e, dir)
 	}
+	// 50-udev-default.rules:15 SUBSYSTEM=="hidraw", IMPORT{builtin}="hwdb"
+	if subsystem == "hidraw" {
+		v.hwdbSearch(e, dir, "")
+	}
+	// 60-fido-id.rules:5 IMPORT{program}="fido_id": the catalog's report
+	// descriptors are no FIDO tokens, so it sets nothing.
 	// 50-udev-default.rules:30 SUBSYSTEM=="pci|usb|platform", IMPORT{builtin}="path_id"
 	if subsystem == "pci" || subsystem == "usb" || subsystem == "platform" {
 		v.pathID(e, dir)
@@ -377,19 +383,27 @@ func (v sysView) packedInterfaces(usb string) string {
 	return out
 }
 
-// hwdbUSB is `IMPORT{builtin}="hwdb --subsystem=usb"`: the first USB
-// parent whose modalias hwdb knows. The names come from the catalog's
-// VendorDB and ModelDB (Debian's hwdb.bin holds them).
-func (v sysView) hwdbUSB(e *udevEntry, dir string) {
+// hwdbUSB is `IMPORT{builtin}="hwdb --subsystem=usb"`.
+func (v sysView) hwdbUSB(e *udevEntry, dir string) { v.hwdbSearch(e, dir, "usb") }
+
+// hwdbSearch is udev-builtin-hwdb.c's search (v252): the first parent (of
+// the subsystem, when one is given) whose modalias hwdb knows; a USB
+// device without one gets "usb:vXXXXpXXXX…", and the search stops there.
+// The catalog's modaliases hwdb knows are its USB ones; the names come
+// from the hwdb and usbClasses tables below.
+func (v sysView) hwdbSearch(e *udevEntry, dir, subsystem string) {
 	for _, d := range v.parents(dir) {
-		if v.subsystem(d) != "usb" {
+		sub := v.subsystem(d)
+		if subsystem != "" && sub != subsystem {
 			continue
 		}
+		isUSBDevice := sub == "usb" && v.uevent(d, "DEVTYPE") == "usb_device"
+		modalias := v.uevent(d, "MODALIAS")
+		if !strings.HasPrefix(modalias, "usb:") && !isUSBDevice {
+			continue // no modalias, or one hwdb has nothing for (hid:, platform:)
+		}
 		usb := d
-		if v.uevent(d, "DEVTYPE") != "usb_device" {
-			if v.uevent(d, "MODALIAS") == "" {
-				continue
-			}
+		if !isUSBDevice {
 			usb = v.parentWith(d, "usb", "usb_device")
 		}
 		vendor, _ := v.attr(usb, "idVendor")
@@ -401,16 +415,14 @@ func (v sysView) hwdbUSB(e *udevEntry, dir string) {
 			}
 			// An interface's modalias carries the device class too
 			// (dcXX), which 20-usb-classes.hwdb names.
-			if ma := v.uevent(d, "MODALIAS"); ma != "" {
-				if _, rest, ok := strings.Cut(ma, "dc"); ok && len(rest) >= 2 {
-					if c, ok := usbClasses[rest[:2]]; ok {
-						e.set("ID_USB_CLASS_FROM_DATABASE", c)
-					}
+			if _, rest, ok := strings.Cut(modalias, "dc"); ok && len(rest) >= 2 {
+				if c, ok := usbClasses[rest[:2]]; ok {
+					e.set("ID_USB_CLASS_FROM_DATABASE", c)
 				}
 			}
 			return
 		}
-		if v.uevent(d, "DEVTYPE") == "usb_device" {
+		if isUSBDevice {
 			return // hwdb looks no further than the USB device
 		}
 	}

@@ -385,3 +385,26 @@ func (h Host) OnNUMANode(n int) Host {
 	h.Chain = chain
 	return h
 }
+
+// HIDRaw is what usbhid makes below a HID interface: the HID device
+// <bus>:<vendor>:<product>.<seq> on the hid bus (drivers/hid/hid-core.c
+// hid_add_device) and its hidraw node (drivers/hid/hidraw.c), class
+// hidraw, a dynamic char major (241 here):
+// …/1-2:1.3/0003:0D8C:013C.0001/hidraw/hidraw0.
+type HIDRaw struct {
+	Vendor, Product string // 4 hex digits, as the USB device's
+	Name            string // HID_NAME: manufacturer and product strings
+}
+
+func (h HIDRaw) layoutBelow(b *builder, parent string, ctx funcCtx) {
+	b.m.hidSeq++
+	v, p := strings.ToUpper(h.Vendor), strings.ToUpper(h.Product)
+	dev := b.add(parent, Dev{Name: fmt.Sprintf("0003:%s:%s.%04X", v, p, b.m.hidSeq), Sub: "bus/hid", Driver: "hid-generic",
+		Uevent: []string{"HID_ID=0003:0000" + v + ":0000" + p, "HID_NAME=" + h.Name,
+			"HID_PHYS=usb-" + baseName(strings.TrimSuffix(parent, "/"+baseName(parent))) + "/input" + parent[len(parent)-1:],
+			"HID_UNIQ=", "MODALIAS=hid:b0003g0001v0000" + v + "p0000" + p},
+		Raw: map[string][]byte{"report_descriptor": {0x05, 0x0c, 0x09, 0x01, 0xa1, 0x01, 0x15, 0x00, 0x25, 0x01, 0x09, 0xe9, 0x09, 0xea, 0x75, 0x01, 0x95, 0x02, 0x81, 0x02, 0x95, 0x06, 0x81, 0x01, 0xc0}}}, nil)
+	n := b.lowest("hidraw")
+	name := "hidraw" + strconv.Itoa(n)
+	b.add(dev+"/hidraw", Dev{Name: name, Sub: "class/hidraw"}, &Node{Name: name, Major: 241, Minor: uint32(n)})
+}
