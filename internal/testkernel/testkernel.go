@@ -213,3 +213,27 @@ func StartUdevd() (stop func(), err error) {
 	}
 	return stop, nil
 }
+
+// UdevadmControl runs `udevadm control ARGS...`, retrying within waitLimit
+// while udevd cannot take the request: its control socket answers EAGAIN
+// ("Failed to send reload request: Resource temporarily unavailable")
+// while it is busy with a burst of events. A udevadm that cannot run at
+// all, or a request still refused at the deadline, is an error.
+func UdevadmControl(args ...string) error { return udevadmControl(waitLimit, args...) }
+
+func udevadmControl(limit time.Duration, args ...string) error {
+	deadline := time.Now().Add(limit)
+	delay := 50 * time.Millisecond
+	for {
+		out, err := exec.Command("udevadm", append([]string{"control"}, args...)...).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || time.Now().After(deadline) {
+			return fmt.Errorf("udevadm control %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, time.Second)
+	}
+}
