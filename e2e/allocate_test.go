@@ -36,7 +36,7 @@ func TestPreferredAllocationOnlyWhereOffered(t *testing.T) {
 		{resNull, 1, 0},
 		{resMem, 1, 1},
 	} {
-		allocs, prefers := m[perResource("allocations_total", c.res)], m[perResource("preferred_allocations_total", c.res)]
+		allocs, prefers := n.sample(m, perResource("allocations_total", c.res)), n.sample(m, perResource("preferred_allocations_total", c.res))
 		if allocs != c.allocs || prefers != c.prefers {
 			t.Errorf("%s: %v Allocate and %v GetPreferredAllocation calls from the kubelet; want %v and %v",
 				c.res, allocs, prefers, c.allocs, c.prefers)

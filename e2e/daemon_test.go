@@ -175,34 +175,29 @@ func perResource(metric, res string) string {
 	return fmt.Sprintf("smarter_device_manager_%s{resource=%q}", metric, res)
 }
 
-// logRecord is one JSON line of the daemon's log.
-type logRecord struct {
-	Message  string `json:"message"`
-	Resource string `json:"resource"`
-	Error    string `json:"error"`
-}
-
-// countLog counts the daemon's log records (its own JSON lines, over every
-// run of this node) for which match holds.
-func (p *daemonProc) countLog(match func(logRecord) bool) int {
-	count := 0
-	sc := bufio.NewScanner(strings.NewReader(p.log.String()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var rec logRecord
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue // a header or a race report
-		}
-		if match(rec) {
-			count++
-		}
+// sample is one sample of m, failing the test when the daemon does not
+// export it (a missing counter must not read as 0).
+func (n *node) sample(m map[string]float64, name string) float64 {
+	n.t.Helper()
+	v, ok := m[name]
+	if !ok {
+		n.t.Fatalf("the daemon's /metrics has no %s", name)
 	}
-	return count
+	return v
 }
 
-// registrations counts the daemon's successful registrations of res.
-func (p *daemonProc) registrations(res string) int {
-	return p.countLog(func(r logRecord) bool { return r.Message == "registered" && r.Resource == res })
+// waitMetrics scrapes the daemon's metrics until cond holds and returns
+// the last scrape: the daemon counts a registration when the kubelet's
+// answer arrives, which may be after the kubelet already lists the
+// resource.
+func (n *node) waitMetrics(what string, cond func(m map[string]float64) bool) map[string]float64 {
+	n.t.Helper()
+	var m map[string]float64
+	n.poll(what, func() bool {
+		m = n.metrics()
+		return cond(m)
+	}, func() string { return fmt.Sprintf("last metrics %v", m) })
+	return m
 }
 
 const zramControl = "/sys/class/zram-control"

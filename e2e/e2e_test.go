@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -202,9 +201,9 @@ func TestHotplugZram(t *testing.T) {
 		t.Errorf("Allocate %s after the device came back: %v", res, err)
 	}
 	// The kubelet kept the resource: a device coming back must not cost a
-	// new registration.
-	if c := n.daemon.registrations(res); c != 1 {
-		t.Errorf("%s registered %d times; want 1", res, c)
+	// new registration (the daemon's own count).
+	if c := n.sample(n.metrics(), perResource("registrations_total", res)); c != 1 {
+		t.Errorf("%s registered %v times; want 1", res, c)
 	}
 }
 
@@ -250,25 +249,25 @@ func TestKubeletRestartedTwentyTimes(t *testing.T) {
 		n.waitCapacity(fmt.Sprintf("every resource back after restart %d", i), basicCounts)
 		slowest = max(slowest, time.Since(start))
 	}
-	// A Register the kubelet could not answer in time: while handling it,
-	// it dials the socket our Register names, which its own start had just
-	// removed, and the daemon serves a new one only once Register returns.
-	// Reported, not failed: the resources come back after the daemon's
-	// register timeout.
-	timedOut := n.daemon.countLog(func(r logRecord) bool {
-		e := strings.ToLower(r.Error)
-		return r.Message == "registration failed; retrying" && (strings.Contains(e, "deadline exceeded") || strings.Contains(e, "canceled"))
-	})
-	t.Logf("slowest restart until every resource was back: %v; registrations that timed out: %d", slowest, timedOut)
 	if socks := n.socketIDs(); len(socks) != len(basicCounts) {
 		t.Errorf("plugin sockets after %d restarts: %v; want one per resource", restarts, slices.Sorted(maps.Keys(socks)))
 	}
-	for res := range basicCounts {
-		c := n.daemon.registrations(res)
-		t.Logf("%s: %d registrations", res, c)
-		if c < restarts+1 {
-			t.Errorf("%s registered %d times over %d kubelet starts", res, c, restarts+1)
+	// The daemon's own counts. Failed attempts are reported, not failed: a
+	// Register the kubelet could not answer in time (while handling it, it
+	// dials the socket our Register names, which its own start may just
+	// have removed) comes back after the daemon's register timeout.
+	t.Logf("slowest restart until every resource was back: %v", slowest)
+	m := n.waitMetrics(fmt.Sprintf("every resource registered %d times", restarts+1), func(m map[string]float64) bool {
+		for res := range basicCounts {
+			if m[perResource("registrations_total", res)] < restarts+1 {
+				return false
+			}
 		}
+		return true
+	})
+	for res := range basicCounts {
+		c, a := n.sample(m, perResource("registrations_total", res)), n.sample(m, perResource("registration_attempts_total", res))
+		t.Logf("%s: %v registrations, %v failed attempts", res, c, a-c)
 	}
 }
 
@@ -317,15 +316,40 @@ func TestDaemonBeforeKubelet(t *testing.T) {
 	n := newNode(t, basicRules)
 	n.startDaemon()
 	// The daemon serves before it registers; with no kubelet.sock yet it
-	// keeps retrying.
+	// says it waits, and makes no attempt: there is nothing to retry.
 	n.poll("the daemon serving its sockets", func() bool { return len(n.socketIDs()) == len(basicCounts) },
 		func() string { return fmt.Sprintf("sockets %v", slices.Sorted(maps.Keys(n.socketIDs()))) })
 	if _, err := os.Stat(filepath.Join(n.dir, kubeletSocket)); err == nil {
 		t.Fatal("kubelet.sock exists before the kubelet started")
 	}
+	m := n.metrics()
+	if w := n.sample(m, "smarter_device_manager_waiting_for_kubelet"); w != 1 {
+		t.Errorf("waiting_for_kubelet = %v before the kubelet started; want 1", w)
+	}
+	for res := range basicCounts {
+		if a := n.sample(m, perResource("registration_attempts_total", res)); a != 0 {
+			t.Errorf("%s: %v registration attempts with no kubelet.sock; want none", res, a)
+		}
+	}
 	n.startKubelet()
 	got := n.waitCapacity("every resource registered after the kubelet started", basicCounts)
-	t.Logf("capacity/allocatable: %v; failed registrations before: %d", got, n.daemon.countLog(func(r logRecord) bool { return r.Message == "registration failed; retrying" }))
+	t.Logf("capacity/allocatable: %v", got)
+	m = n.waitMetrics("the daemon counting every registration", func(m map[string]float64) bool {
+		for res := range basicCounts {
+			if m[perResource("registrations_total", res)] < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if w := n.sample(m, "smarter_device_manager_waiting_for_kubelet"); w != 0 {
+		t.Errorf("waiting_for_kubelet = %v with the kubelet running; want 0", w)
+	}
+	for res := range basicCounts {
+		if c := n.sample(m, perResource("registrations_total", res)); c != 1 {
+			t.Errorf("%s: %v registrations; want 1", res, c)
+		}
+	}
 }
 
 func TestAllocationSurvivesRestarts(t *testing.T) {

@@ -15,7 +15,9 @@ import (
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -290,20 +292,90 @@ func TestListAndWatch(t *testing.T) {
 	}
 }
 
-func TestUpdateNeverBlocks(t *testing.T) {
-	// No Run, no stream: Update only records.
-	srv := plugin.NewServer(options(t, testutil.ShortTempDir(t)), plugin.Snapshot{})
+// bigSnapshot has n devices with long IDs, so that each ListAndWatch
+// message is about n*50 bytes; the first is healthy or not.
+func bigSnapshot(n int, firstHealthy bool) plugin.Snapshot {
+	snap := ttySnapshot()
+	for i := range n {
+		snap.Devices = append(snap.Devices, plugin.Device{ID: fmt.Sprintf("%040d", i), Healthy: i > 0 || firstHealthy})
+	}
+	return snap
+}
+
+// A kubelet that opens ListAndWatch and stops reading: HTTP/2 flow control
+// fills (its stream window is gRPC's minimum, 64 KiB, and each message is
+// about 50 KiB), and the server's Send blocks. Update must not care: each
+// of many Updates returns, the stream's end (its context cancelled) still
+// ends ListAndWatch, a new stream gets the latest list, and Run stops
+// cleanly. (An Update that sent on the streams itself would hang here.)
+func TestUpdateNeverBlocksOnAStalledStream(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	opts := options(t, dir)
+	opts.Logger = zerolog.Nop() // a line per Update would only be noise
+	srv := run(t, plugin.NewServer(opts, bigSnapshot(1000, true)))
+	waitStatus(t, srv.Server, "serving", func(st plugin.Status) bool { return st.Serving })
+
+	conn, err := grpc.NewClient("unix:"+srv.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, stopStream := context.WithCancel(context.Background())
+	defer stopStream()
+	stream, err := pluginapi.NewDevicePluginClient(conn).ListAndWatch(sctx, &pluginapi.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // the stream is open; no more reading
+		t.Fatal(err)
+	}
+	waitStatus(t, srv.Server, "one stream open", func(st plugin.Status) bool { return st.Streams == 1 })
+
+	const updates = 200 // 10 MB of messages: far beyond any window or buffer
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := range 1000 {
-			srv.Update(ttySnapshot(plugin.Device{ID: "d", Healthy: i%2 == 0}))
+		for i := range updates {
+			srv.Update(bigSnapshot(1000, i%2 == 1))
 		}
 	}()
 	select {
 	case <-done:
-	case <-time.After(waitTimeout):
-		t.Fatal("Update blocked")
+	case <-time.After(waitTimeout): // a hang detector, not a timing
+		t.Fatalf("Update blocked on a stream that stopped reading")
+	}
+
+	stopStream()
+	waitStatus(t, srv.Server, "the stalled stream ended with its context", func(st plugin.Status) bool { return st.Streams == 0 })
+
+	// The server still serves the newest list to the next reader.
+	conn2, err := grpc.NewClient("unix:"+srv.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel2()
+	stream2, err := pluginapi.NewDevicePluginClient(conn2).ListAndWatch(ctx2, &pluginapi.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream2.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := bigSnapshot(1000, (updates-1)%2 == 1).Devices
+	if got := pluginDevices(resp.GetDevices()); !slices.Equal(got, last) {
+		t.Errorf("a new stream got a list of %d devices, first %+v; want the last update's (first %+v)", len(got), got[:1], last[:1])
+	}
+	cancel2()
+
+	if err := srv.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := os.Lstat(srv.SocketPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
 	}
 }
 

@@ -276,6 +276,8 @@ type Status struct {
 	// plugin directory: the server waits for it to appear (a Kick, or the
 	// periodic check) instead of retrying.
 	WaitingForKubelet bool
+	// Streams is how many ListAndWatch streams are open now.
+	Streams int
 }
 
 // NewServer returns a server for one resource, starting with the initial
@@ -310,6 +312,11 @@ func (s *Server) Status() (Status, <-chan struct{}) {
 func (s *Server) setStatus(fn func(*Status)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.setStatusLocked(fn)
+}
+
+// setStatusLocked is setStatus with s.mu held.
+func (s *Server) setStatusLocked(fn func(*Status)) {
 	old := s.status
 	fn(&s.status)
 	if s.status != old {
@@ -642,6 +649,7 @@ func (s *Server) openStream() (id, epoch uint64) {
 	defer s.mu.Unlock()
 	s.lastStream++
 	s.streamLost = false
+	s.setStatusLocked(func(st *Status) { st.Streams++ })
 	return s.lastStream, s.epoch
 }
 
@@ -657,6 +665,7 @@ func (s *Server) closeStream(id, epoch uint64, byKubelet bool) {
 	if lost {
 		s.streamLost = true
 	}
+	s.setStatusLocked(func(st *Status) { st.Streams-- })
 	s.mu.Unlock()
 	if lost {
 		s.log.Info().Msg("kubelet closed the ListAndWatch stream")
