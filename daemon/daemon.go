@@ -489,7 +489,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		if d.opts.RemoveAfter > 0 {
 			deadline := r.absentSince.Add(d.opts.RemoveAfter)
 			if !now.Before(deadline) {
-				d.log.Info().Str("resource", name).Dur("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
+				d.log.Info().Str("resource", name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
 				d.stop(name)
 				continue
 			}
