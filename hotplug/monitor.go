@@ -102,7 +102,7 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 		}
 		f, err := m.dial(src)
 		if err != nil {
-			log.Error().Err(err).Stringer("source", src).Dur("retry_in", backoff).Msg("uevent monitor connect failed")
+			log.Error().Err(err).Stringer("source", src).Stringer("retry_in", backoff).Msg("uevent monitor connect failed")
 		} else {
 			notify(Event{Lost: true, Source: src})
 			var read bool
@@ -113,7 +113,7 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 			if read {
 				backoff = m.opts.MinBackoff
 			}
-			log.Warn().Err(err).Stringer("source", src).Dur("retry_in", backoff).Msg("uevent monitor socket failed, reconnecting")
+			log.Warn().Err(err).Stringer("source", src).Stringer("retry_in", backoff).Msg("uevent monitor socket failed, reconnecting")
 			notify(Event{Lost: true, Source: src})
 		}
 		t := time.NewTimer(backoff)
