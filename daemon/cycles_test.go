@@ -171,12 +171,12 @@ func TestPlugCyclesFake(t *testing.T) {
 	})
 	runCycles(t, h.kubelet, h.dir, cycler{
 		plug: func() string {
-			h.dev.set("ttyUSB0", charDev)
+			h.dev.Set("ttyUSB0", charDev)
 			h.events.fire("add", "ttyUSB0")
 			return "ttyUSB0"
 		},
 		unplug: func(name string) {
-			h.dev.remove(name)
+			h.dev.Remove(name)
 			h.events.fire("remove", name)
 		},
 	}, fakeCycles, lines)

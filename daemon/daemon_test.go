@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -23,61 +22,6 @@ import (
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
-
-// devFS is a fake device root a test changes while the daemon reads it.
-type devFS struct {
-	mu sync.Mutex
-	m  fstest.MapFS
-}
-
-func (f *devFS) Open(name string) (fs.File, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.Open(name)
-}
-
-func (f *devFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.ReadDir(name)
-}
-
-func (f *devFS) Stat(name string) (fs.FileInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.Stat(name)
-}
-
-func (f *devFS) ReadLink(name string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.ReadLink(name)
-}
-
-func (f *devFS) Lstat(name string) (fs.FileInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.Lstat(name)
-}
-
-// put adds or replaces a file, as a test changes the fake tree.
-func (f *devFS) put(name string, file *fstest.MapFile) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.m[name] = file
-}
-
-func (f *devFS) set(name string, mode fs.FileMode) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.m[name] = &fstest.MapFile{Mode: mode}
-}
-
-func (f *devFS) remove(name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.m, name)
-}
 
 const charDev = fs.ModeDevice | fs.ModeCharDevice | 0o660
 
@@ -102,7 +46,7 @@ func (f *fakeEvents) fire(action, devname string) {
 type harness struct {
 	t       *testing.T
 	dir     string
-	dev     *devFS
+	dev     *hwfixture.FS
 	sys     fstest.MapFS
 	events  *fakeEvents
 	kubelet *plugintest.FakeKubelet
@@ -129,7 +73,7 @@ func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 	h := &harness{
 		t:      t,
 		dir:    dir,
-		dev:    &devFS{m: fstest.MapFS{}},
+		dev:    hwfixture.NewFS(),
 		sys:    fstest.MapFS{},
 		events: &fakeEvents{ch: make(chan hotplug.Event)},
 		reload: make(chan struct{}, 1),
@@ -295,11 +239,11 @@ func TestDeviceLifecycle(t *testing.T) {
 	h := newHarness(t, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 2\n", nil)
 	const res = "smarter-devices/ttyUSB0"
 
-	h.dev.set("ttyUSB0", charDev)
+	h.dev.Set("ttyUSB0", charDev)
 	h.events.fire("add", "ttyUSB0")
 	h.waitFor(res, "healthy after add", health(2, pluginapi.Healthy))
 
-	h.dev.remove("ttyUSB0")
+	h.dev.Remove("ttyUSB0")
 	h.events.fire("remove", "ttyUSB0")
 	h.waitFor(res, "unhealthy after remove", health(2, pluginapi.Unhealthy))
 
@@ -313,7 +257,7 @@ func TestDeviceLifecycle(t *testing.T) {
 		t.Errorf("Allocate of a device that is gone succeeded")
 	}
 
-	h.dev.set("ttyUSB0", charDev)
+	h.dev.Set("ttyUSB0", charDev)
 	h.events.fire("add", "ttyUSB0")
 	h.waitFor(res, "healthy after re-add", health(2, pluginapi.Healthy))
 	if got := h.kubelet.Registrations(res); got != 1 {
@@ -339,13 +283,13 @@ func TestRemoveAfter(t *testing.T) {
 	h := newHarness(t, "- devicematch: ^video[0-9]+$\n  nummaxdevices: 1\n", func(o *Options) {
 		o.RemoveAfter = 300 * time.Millisecond
 	})
-	h.dev.set("video0", charDev)
+	h.dev.Set("video0", charDev)
 	h.events.fire("add", "video0")
 	h.waitFor("smarter-devices/video0", "healthy", health(1, pluginapi.Healthy))
 	if socks := sockets(t, h.dir); len(socks) != 1 {
 		t.Fatalf("sockets = %v, want one", socks)
 	}
-	h.dev.remove("video0")
+	h.dev.Remove("video0")
 	h.events.fire("remove", "video0")
 	h.waitFor("smarter-devices/video0", "unhealthy", health(1, pluginapi.Unhealthy))
 	// The server stops: its stream ends, as kubelet would see it.
@@ -355,11 +299,11 @@ func TestRemoveAfter(t *testing.T) {
 
 func TestKubeletRestartReregisters(t *testing.T) {
 	h := newHarness(t, "- devicematch: ^snd$\n  nummaxdevices: 4\n- devicematch: ^net/tun$\n  nummaxdevices: 1\n", nil)
-	h.dev.set("snd", fs.ModeDir|0o755)
-	h.dev.set("snd/controlC0", charDev)
-	h.dev.set("snd/pcmC0D0p", charDev)
-	h.dev.set("net", fs.ModeDir|0o755)
-	h.dev.set("net/tun", charDev)
+	h.dev.Set("snd", fs.ModeDir|0o755)
+	h.dev.Set("snd/controlC0", charDev)
+	h.dev.Set("snd/pcmC0D0p", charDev)
+	h.dev.Set("net", fs.ModeDir|0o755)
+	h.dev.Set("net/tun", charDev)
 	h.events.fire("add", "snd/controlC0")
 	h.waitFor("smarter-devices/snd", "healthy", health(4, pluginapi.Healthy))
 	h.waitFor("smarter-devices/net_tun", "healthy", health(1, pluginapi.Healthy))
@@ -400,8 +344,8 @@ func TestKubeletRestartReregisters(t *testing.T) {
 
 func TestReloadKeepsServingOnBrokenFile(t *testing.T) {
 	h := newHarness(t, "- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n", nil)
-	h.dev.set("ttyACM0", charDev)
-	h.dev.set("i2c-1", charDev)
+	h.dev.Set("ttyACM0", charDev)
+	h.dev.Set("i2c-1", charDev)
 	h.events.fire("add", "ttyACM0")
 	h.waitFor("smarter-devices/ttyACM0", "healthy", health(1, pluginapi.Healthy))
 
@@ -462,7 +406,7 @@ func TestEventFloodIsCoalesced(t *testing.T) {
 		h.events.fire("change", "ttyS"+string(rune('0'+i%10)))
 	}
 	h.events.ch <- hotplug.Event{Lost: true}
-	h.dev.set("ttyS3", charDev)
+	h.dev.Set("ttyS3", charDev)
 	h.events.fire("add", "ttyS3")
 	h.waitFor("smarter-devices/ttyS3", "served after the flood", health(1, pluginapi.Healthy))
 	if got := h.kubelet.Registrations("smarter-devices/ttyS3"); got != 1 {
@@ -474,8 +418,8 @@ func TestEventFloodIsCoalesced(t *testing.T) {
 // naming it, once however often the state is read; the rest is served.
 func TestUnnameableDeviceIsSkippedOnce(t *testing.T) {
 	h := newHarness(t, "- devicematch: weird$\n  nummaxdevices: 1\n", nil)
-	h.dev.set("-weird", charDev)
-	h.dev.set("ok-weird", charDev)
+	h.dev.Set("-weird", charDev)
+	h.dev.Set("ok-weird", charDev)
 	for range 5 {
 		h.events.fire("add", "-weird")
 	}
@@ -507,7 +451,7 @@ func TestProbeNotAnswering(t *testing.T) {
 func TestProbeReport(t *testing.T) {
 	probe := NewProbe()
 	h := newHarness(t, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 2\n", func(o *Options) { o.Probe = probe })
-	h.dev.set("ttyUSB0", charDev)
+	h.dev.Set("ttyUSB0", charDev)
 	h.events.fire("add", "ttyUSB0")
 	h.waitFor("smarter-devices/ttyUSB0", "healthy", health(2, pluginapi.Healthy))
 	testutil.Eventually(t, 20*time.Second, "a report with the registered resource", func() bool {

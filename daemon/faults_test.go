@@ -205,8 +205,8 @@ func TestPluginDirLifecycle(t *testing.T) {
 		root := testutil.ShortTempDir(t)
 		dir := filepath.Join(root, "kubelet", "device-plugins")
 		h := newHarnessIn(t, dir, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 1\n")
-		h.dev.set("ttyUSB0", charDev)
-		h.dev.set("ttyUSB1", charDev)
+		h.dev.Set("ttyUSB0", charDev)
+		h.dev.Set("ttyUSB1", charDev)
 		h.events.fire("add", "ttyUSB0")
 		// The daemon serves before any kubelet exists.
 		testutil.Eventually(t, 20*time.Second, "both sockets served", func() bool { return len(sockets(t, dir)) == 2 })
@@ -238,8 +238,8 @@ func TestPluginDirLifecycle(t *testing.T) {
 		lis.Close()
 		h := newHarnessIn(t, dir, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 1\n")
 		h.startKubelet()
-		h.dev.set("ttyUSB0", charDev)
-		h.dev.set("ttyUSB1", charDev)
+		h.dev.Set("ttyUSB0", charDev)
+		h.dev.Set("ttyUSB1", charDev)
 		h.events.fire("add", "ttyUSB0")
 		for _, res := range []string{"smarter-devices/ttyUSB0", "smarter-devices/ttyUSB1"} {
 			h.waitFor(res, "registered", health(1, pluginapi.Healthy))
@@ -289,8 +289,8 @@ func TestReloadOnFileChange(t *testing.T) {
 		o.ConfigPath = cm.path()
 		o.WatchConfig = true
 	})
-	h.dev.set("ttyACM0", charDev)
-	h.dev.set("i2c-1", charDev)
+	h.dev.Set("ttyACM0", charDev)
+	h.dev.Set("i2c-1", charDev)
 	h.events.fire("add", "ttyACM0")
 	h.waitFor("smarter-devices/ttyACM0", "served", health(1, pluginapi.Healthy))
 	cm.swap("- devicematch: ^ttyACM[0-9]+$\n  nummaxdevices: 1\n- devicematch: ^i2c-[0-9]+$\n  nummaxdevices: 1\n")
@@ -389,7 +389,7 @@ func TestReloadFollowsSymlinkTarget(t *testing.T) {
 		o.ConfigPath = link
 		o.WatchConfig = true
 	})
-	h.dev.set("ttyACM0", charDev)
+	h.dev.Set("ttyACM0", charDev)
 	h.events.fire("add", "ttyACM0")
 	h.waitFor("smarter-devices/ttyACM0", "served", health(1, pluginapi.Healthy))
 

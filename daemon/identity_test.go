@@ -235,12 +235,12 @@ func TestCompanionsAndMounts(t *testing.T) {
 	rules := "version: v1\nrules:\n  - match: ^nvidia[0-9]+$\n    with: [nvidiactl, nvidia-uvm, \"nvidia-uvm-tools?\"]\n" +
 		"    mounts: [\"/usr/lib/nvidia:/usr/local/nvidia/lib:ro\"]\n"
 	h := newHarness(t, rules, nil)
-	h.dev.set("nvidia0", charDev)
-	h.dev.set("nvidiactl", charDev)
+	h.dev.Set("nvidia0", charDev)
+	h.dev.Set("nvidiactl", charDev)
 	h.events.fire("add", "nvidia0")
 	const res = "smarter-devices/nvidia0"
 	h.waitFor(res, "unhealthy without nvidia-uvm", health(1, pluginapi.Unhealthy))
-	h.dev.set("nvidia-uvm", charDev)
+	h.dev.Set("nvidia-uvm", charDev)
 	h.events.fire("add", "nvidia-uvm")
 	h.waitFor(res, "healthy with its companions", health(1, pluginapi.Healthy))
 	resp := h.allocate(res, "0")

@@ -31,7 +31,7 @@ func TestWaitsForKubelet(t *testing.T) {
 	h.dir = dir
 	resources := []string{"smarter-devices/ttyUSB0", "smarter-devices/ttyUSB1", "smarter-devices/ttyUSB2"}
 	for i := range resources {
-		h.dev.set(fmt.Sprintf("ttyUSB%d", i), charDev)
+		h.dev.Set(fmt.Sprintf("ttyUSB%d", i), charDev)
 	}
 	h.events.fire("add", "ttyUSB0")
 

@@ -17,9 +17,9 @@ import (
 func TestPreferredAllocationOffered(t *testing.T) {
 	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    count: 3\n  - match: ^ttyACM[0-9]+$\n    class: modems\n"
 	h := newHarness(t, rules, nil)
-	h.dev.set("ttyUSB0", charDev)
-	h.dev.set("ttyACM0", charDev)
-	h.dev.set("ttyACM1", charDev)
+	h.dev.Set("ttyUSB0", charDev)
+	h.dev.Set("ttyACM0", charDev)
+	h.dev.Set("ttyACM1", charDev)
 	h.events.fire("add", "ttyUSB0")
 	for res, want := range map[string]bool{"smarter-devices/ttyUSB0": false, "smarter-devices/modems": true} {
 		h.waitFor(res, "registered", func(devs []*pluginapi.Device) bool { return len(devs) > 0 })

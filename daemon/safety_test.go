@@ -16,7 +16,7 @@ import (
 func TestDangerousNodesRefused(t *testing.T) {
 	h := newHarness(t, "version: v1\nrules:\n  - match: ^mem$\n    allow_dangerous: true\n  - match: ^(kmsg|port|null)$\n", nil)
 	for _, n := range []string{"mem", "kmsg", "port", "null"} {
-		h.dev.set(n, charDev)
+		h.dev.Set(n, charDev)
 	}
 	h.events.fire("add", "null")
 	h.waitFor("smarter-devices/mem", "allowed by allow_dangerous", health(1, pluginapi.Healthy))

@@ -52,6 +52,14 @@ func mib(b int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
 }
 
+// percentiles writes a table of series with their p50, p90, p99 and max.
+func percentiles(w func(string, ...any), series []series) {
+	w("| series | samples | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, s := range series {
+		w("| %s | %d | %s | %s | %s | %s |\n", s.name, s.count(), ms(s.pct(0.5)), ms(s.pct(0.9)), ms(s.pct(0.99)), ms(s.pct(1)))
+	}
+}
+
 func (r *report) markdown() string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
@@ -73,10 +81,7 @@ func (r *report) markdown() string {
 	w("the figure includes systemd-udevd's own processing (the daemon waits for udev's event). The *real kubelet*\n")
 	w("rows run the same cycles against k8s.io/kubernetes' device manager (the e2e module), timing until its\n")
 	w("`GetCapacity()` shows the change (polled every 100 µs: it has no change notification).\n\n")
-	w("| series | samples | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, s := range r.latency {
-		w("| %s | %d | %s | %s | %s | %s |\n", s.name, s.count(), ms(s.pct(0.5)), ms(s.pct(0.9)), ms(s.pct(0.99)), ms(s.pct(1)))
-	}
+	percentiles(w, r.latency)
 
 	w("\n## Allocate through the real kubelet\n\n")
 	w("k8s.io/kubernetes' device manager (the e2e module) admitting a pod's container: `ManagerImpl.Allocate` from call\n")
@@ -85,10 +90,7 @@ func (r *report) markdown() string {
 	w("runs the old daemon's default rules over 90 device nodes (`mknod` in a temporary device root), one resource each;\n")
 	w("each pod asks for one ID of a `video` node, of `snd` and of a `gpiochip` (20 IDs each) and of a `ttyS` port (1 ID),\n")
 	w("in rounds of 20 pods.\n\n")
-	w("| series | samples | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, s := range r.allocate {
-		w("| %s | %d | %s | %s | %s | %s |\n", s.name, s.count(), ms(s.pct(0.5)), ms(s.pct(0.9)), ms(s.pct(0.99)), ms(s.pct(1)))
-	}
+	percentiles(w, r.allocate)
 
 	w("\n## Start-up\n\n")
 	w("Process start → every resource registered and its first ListAndWatch message received, with N matching\n")

@@ -80,17 +80,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	dir := testutil.ShortTempDir(t)
 	rules := filepath.Join(dir, "rules.toml")
-	write := func(s string) {
-		t.Helper()
-		// Replace the file the way a ConfigMap update does: a new file renamed in.
-		tmp := rules + ".new"
-		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, rules); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(s string) { t.Helper(); renameIn(t, rules, s) }
 	write("version = \"v1\"\n[[rule]]\nmatch = \"^null$\"\ncount = 3\n")
 	k, err := plugintest.StartFakeKubelet(dir)
 	if err != nil {
@@ -167,16 +157,7 @@ func TestBrokenRuleFileDoesNotLoop(t *testing.T) {
 	rules := filepath.Join(dir, "rules.yaml")
 	// One rename is one change of rules.yaml; writing the temporary file
 	// beside it is none.
-	replace := func(s string) {
-		t.Helper()
-		tmp := filepath.Join(dir, "rules.yaml.new")
-		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, rules); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replace := func(s string) { t.Helper(); renameIn(t, rules, s) }
 	replace("version: v1\nrules:\n  - match: ^null$\n")
 	k, err := plugintest.StartFakeKubelet(pluginDir)
 	if err != nil {
@@ -423,5 +404,18 @@ func TestKubeletDir(t *testing.T) {
 		} else if f.pluginDir != c.want {
 			t.Errorf("%q: plugin dir %q, want %q", c.args, f.pluginDir, c.want)
 		}
+	}
+}
+
+// renameIn replaces file the way a ConfigMap update or an editor does: a
+// new file written beside it and renamed over it.
+func renameIn(t *testing.T, file, content string) {
+	t.Helper()
+	tmp := file + ".new"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -67,6 +67,9 @@ func (f *FS) Put(name string, file *fstest.MapFile) {
 	f.m[name] = file
 }
 
+// Set adds an empty file of the given mode: a device node, a directory.
+func (f *FS) Set(name string, mode fs.FileMode) { f.Put(name, &fstest.MapFile{Mode: mode}) }
+
 // Remove removes name and everything below it.
 func (f *FS) Remove(name string) {
 	f.mu.Lock()

@@ -290,36 +290,25 @@ func (v sysView) usbID(e *udevEntry, dir string) {
 		full += "_" + serial
 	}
 	revStr := replaceChars(replaceWhitespace(rev))
+	// The same values as ID_* (unless another bus set ID_BUS first) and,
+	// always, as ID_USB_*, in this order; empty ones are left out.
+	values := []string{
+		"MODEL", modelStr, "MODEL_ENC", encodeString(model), "MODEL_ID", productID,
+		"SERIAL", full, "SERIAL_SHORT", serial,
+		"VENDOR", vendorStr, "VENDOR_ENC", encodeString(vendor), "VENDOR_ID", vendorID,
+		"REVISION", revStr, "TYPE", typ,
+	}
+	prefixes := []string{"ID_USB_"}
 	if e.get("ID_BUS") == "" {
 		e.set("ID_BUS", "usb")
-		e.set("ID_MODEL", modelStr)
-		e.set("ID_MODEL_ENC", encodeString(model))
-		e.set("ID_MODEL_ID", productID)
-		e.set("ID_SERIAL", full)
-		if serial != "" {
-			e.set("ID_SERIAL_SHORT", serial)
-		}
-		e.set("ID_VENDOR", vendorStr)
-		e.set("ID_VENDOR_ENC", encodeString(vendor))
-		e.set("ID_VENDOR_ID", vendorID)
-		e.set("ID_REVISION", revStr)
-		if typ != "" {
-			e.set("ID_TYPE", typ)
-		}
+		prefixes = []string{"ID_", "ID_USB_"}
 	}
-	e.set("ID_USB_MODEL", modelStr)
-	e.set("ID_USB_MODEL_ENC", encodeString(model))
-	e.set("ID_USB_MODEL_ID", productID)
-	e.set("ID_USB_SERIAL", full)
-	if serial != "" {
-		e.set("ID_USB_SERIAL_SHORT", serial)
-	}
-	e.set("ID_USB_VENDOR", vendorStr)
-	e.set("ID_USB_VENDOR_ENC", encodeString(vendor))
-	e.set("ID_USB_VENDOR_ID", vendorID)
-	e.set("ID_USB_REVISION", revStr)
-	if typ != "" {
-		e.set("ID_USB_TYPE", typ)
+	for _, prefix := range prefixes {
+		for i := 0; i < len(values); i += 2 {
+			if values[i+1] != "" {
+				e.set(prefix+values[i], values[i+1])
+			}
+		}
 	}
 	if packed != "" {
 		e.set("ID_USB_INTERFACES", packed)
