@@ -10,14 +10,16 @@ import (
 	"github.com/pilebones/go-udev/netlink"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/backoff"
 )
 
 // Defaults for MonitorOptions.
 const (
 	DefaultRcvBuf     = 8 << 20
 	DefaultRunDir     = "/run"
-	DefaultMinBackoff = 100 * time.Millisecond
-	DefaultMaxBackoff = 30 * time.Second
+	DefaultMinBackoff = backoff.DefaultMin
+	DefaultMaxBackoff = backoff.DefaultMax
 )
 
 // MonitorOptions configures a Monitor. Zero values select the defaults.
@@ -54,13 +56,7 @@ func NewMonitor(opts MonitorOptions) *Monitor {
 	if opts.RcvBuf <= 0 {
 		opts.RcvBuf = DefaultRcvBuf
 	}
-	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = DefaultMinBackoff
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = DefaultMaxBackoff
-	}
-	opts.MaxBackoff = max(opts.MaxBackoff, opts.MinBackoff)
+	opts.MinBackoff, opts.MaxBackoff = backoff.Bounds(opts.MinBackoff, opts.MaxBackoff)
 	m := &Monitor{opts: opts}
 	m.dial = m.connect
 	return m
@@ -91,7 +87,7 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 		return fmt.Errorf("hotplug monitor: invalid source %v", m.opts.Source)
 	}
 	log := m.opts.Logger
-	backoff := m.opts.MinBackoff
+	bo := backoff.New(m.opts.MinBackoff, m.opts.MaxBackoff)
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -100,9 +96,11 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 		if src == SourceAuto {
 			src = DetectSource(m.opts.RunDir)
 		}
+		var retry time.Duration
 		f, err := m.dial(src)
 		if err != nil {
-			log.Error().Err(err).Stringer("source", src).Stringer("retry_in", backoff).Msg("uevent monitor connect failed")
+			retry = bo.Next()
+			log.Error().Err(err).Stringer("source", src).Stringer("retry_in", retry).Msg("uevent monitor connect failed")
 		} else {
 			notify(Event{Lost: true, Source: src})
 			var read bool
@@ -111,19 +109,19 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 				return nil
 			}
 			if read {
-				backoff = m.opts.MinBackoff
+				bo.Reset()
 			}
-			log.Warn().Err(err).Stringer("source", src).Stringer("retry_in", backoff).Msg("uevent monitor socket failed, reconnecting")
+			retry = bo.Next()
+			log.Warn().Err(err).Stringer("source", src).Stringer("retry_in", retry).Msg("uevent monitor socket failed, reconnecting")
 			notify(Event{Lost: true, Source: src})
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(retry)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
 		}
-		backoff = min(2*backoff, m.opts.MaxBackoff)
 	}
 }
 

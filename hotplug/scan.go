@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+
+	"github.com/smarter-project/smarter-device-manager/internal/natural"
 )
 
 // Node is one entry found under /dev by ScanDev.
@@ -91,7 +93,7 @@ func ScanGPUs(fsys fs.FS) ([]string, error) {
 			}
 		}
 	}
-	slices.SortFunc(ids, compareNumeric)
+	slices.SortFunc(ids, natural.Compare)
 	return ids, nil
 }
 
@@ -105,17 +107,4 @@ func isDigits(s string) bool {
 		}
 	}
 	return true
-}
-
-// compareNumeric orders decimal strings of any length by value, then by
-// spelling so that "1" and "01" have a stable order.
-func compareNumeric(a, b string) int {
-	ta, tb := strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
-	if len(ta) != len(tb) {
-		return len(ta) - len(tb)
-	}
-	if c := strings.Compare(ta, tb); c != 0 {
-		return c
-	}
-	return strings.Compare(a, b)
 }

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/internal/natural"
 )
 
 // service is the DevicePlugin gRPC API of one serving round of a Server.
@@ -199,7 +201,7 @@ func preferred(health map[string]bool, must, available []string, size int) []str
 			rest = append(rest, id)
 		}
 	}
-	slices.SortFunc(rest, compareNatural)
+	slices.SortFunc(rest, natural.Compare)
 	for _, id := range rest {
 		if len(ids) >= size {
 			break

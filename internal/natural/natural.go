@@ -1,14 +1,18 @@
-package plugin
+// Package natural orders strings the way people number things: runs of
+// digits compare as numbers, so "ttyUSB2" sorts before "ttyUSB10" and
+// "gpu.9" before "gpu.10". Used by the plugin (preferred device IDs) and
+// hotplug (GPU numbers).
+package natural
 
 import (
 	"cmp"
 	"strings"
 )
 
-// compareNatural orders strings with runs of digits compared as numbers,
-// so "ttyUSB2" sorts before "ttyUSB10". Ties (leading zeros) fall back to
-// byte order, so the order is total.
-func compareNatural(a, b string) int {
+// Compare orders a and b with runs of digits compared as numbers of any
+// length. Ties (leading zeros: "01" and "1") fall back to byte order, so
+// the order is total and Compare returns 0 only for equal strings.
+func Compare(a, b string) int {
 	x, y := a, b
 	for x != "" && y != "" {
 		if isDigit(x[0]) && isDigit(y[0]) {
