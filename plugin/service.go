@@ -160,7 +160,7 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 		resp.ContainerResponses = append(resp.ContainerResponses, car)
 		s.log.Info().Strs("devices", cr.GetDevicesIds()).Int("specs", len(car.Devices)).Msg("allocated")
 	}
-	s.setStatus(func(st *Status) { st.Allocations++ })
+	s.change(func() { s.allocations++ })
 	return resp, nil
 }
 
@@ -170,7 +170,7 @@ func (v *service) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*
 // size. The kubelet calls it only when the options offer it, but it answers
 // either way.
 func (v *service) GetPreferredAllocation(_ context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
-	defer v.s.setStatus(func(st *Status) { st.PreferredAllocations++ })
+	defer v.s.change(func() { v.s.preferredAllocations++ })
 	st, _ := v.s.current()
 	resp := &pluginapi.PreferredAllocationResponse{
 		ContainerResponses: make([]*pluginapi.ContainerPreferredAllocationResponse, 0, len(req.GetContainerRequests())),
