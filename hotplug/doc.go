@@ -6,7 +6,8 @@
 // Event (see Event.Relevant), including a Lost one, as "rescan now" and read
 // the device state again with ScanDev. A lost burst (ENOBUFS), a malformed or
 // spoofed message, or a difference between kernel and udev properties then
-// costs nothing.
+// costs nothing. A Lost event that is also Connected says the socket has
+// just been bound: from then on no event is missed.
 //
 // The package knows nothing of configuration rules or of the kubelet; it
 // neither filters devices by name nor keeps any device state of its own.

@@ -46,18 +46,23 @@ type Event struct {
 	// Source is the netlink group the event came from. ParseEvent infers it
 	// from the framing: a libudev header means SourceUdev, else SourceKernel.
 	Source Source
-	// Lost marks an Event that is not a device event: events were lost
-	// (ENOBUFS, a truncated message, a socket error or a reconnect) and the
-	// reader must rescan. All other fields are then zero except Source.
+	// Lost marks an Event that is not a device event: events may have been
+	// missed (ENOBUFS, a truncated message, a socket error, or a (re)connect:
+	// nothing from before it was seen) and the reader must rescan. All
+	// other fields are then zero except Source and Connected.
 	Lost bool
+	// Connected marks the Lost event sent each time the socket has been
+	// bound, the first time or after a socket error: from here on no event
+	// is missed. Lost is set too, since what happened before was not seen.
+	Connected bool
 }
 
 // Relevant reports whether the event is worth a rescan of /dev: events were
-// lost, the event names a device node, or a device appeared, disappeared or
-// moved. A change event for a device without a node (a power supply, a bdi)
+// lost or the socket was (re)connected, the event names a device node, or a
+// device appeared, disappeared or moved. A change event for a device without a node (a power supply, a bdi)
 // is not relevant.
 func (e Event) Relevant() bool {
-	if e.Lost || e.DevName != "" {
+	if e.Lost || e.Connected || e.DevName != "" {
 		return true
 	}
 	switch e.Action {

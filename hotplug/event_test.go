@@ -44,6 +44,7 @@ func diffEvent(want, got Event) string {
 	field("DevName", want.DevName, got.DevName)
 	field("Source", want.Source, got.Source)
 	field("Lost", want.Lost, got.Lost)
+	field("Connected", want.Connected, got.Connected)
 	keys := make([]string, 0, len(want.Env)+len(got.Env))
 	for k := range want.Env {
 		keys = append(keys, k)
@@ -298,6 +299,8 @@ func TestEventRelevant(t *testing.T) {
 		want bool
 	}{
 		{Event{Lost: true}, true},
+		{Event{Lost: true, Connected: true}, true},
+		{Event{Connected: true}, true},
 		{Event{Action: "add", DevPath: "/devices/virtual/bdi/253:1"}, true},
 		{Event{Action: "remove"}, true},
 		{Event{Action: "move"}, true},

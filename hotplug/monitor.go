@@ -66,12 +66,12 @@ func NewMonitor(opts MonitorOptions) *Monitor {
 // always from the goroutine that called Run; a slow notify delays reading
 // and may cost a Lost event, so keep it non-blocking.
 //
-// notify receives Event{Lost: true} each time the socket is connected
-// (events before that moment were not seen; the first one also tells a
-// caller that listening has begun), on ENOBUFS (the receive buffer
-// overflowed, reading goes on), on a truncated message, and on any other
-// socket error, after which Run closes the socket and reconnects with
-// exponential backoff. Unparsable messages are logged at debug and dropped,
+// notify receives Event{Lost: true, Connected: true} each time the socket
+// is bound (events before that moment were not seen; the first one also
+// tells a caller that listening has begun), and Event{Lost: true} on
+// ENOBUFS (the receive buffer overflowed, reading goes on), on a truncated
+// message, and on any other socket error, after which Run closes the
+// socket and reconnects with exponential backoff. Unparsable messages are logged at debug and dropped,
 // as are messages on the kernel group whose sender is not the kernel
 // (port id 0), which only a userspace spoofer would send.
 //
@@ -102,7 +102,7 @@ func (m *Monitor) Run(ctx context.Context, notify func(Event)) error {
 			retry = bo.Next()
 			log.Error().Err(err).Stringer("source", src).Stringer("retry_in", retry).Msg("uevent monitor connect failed")
 		} else {
-			notify(Event{Lost: true, Source: src})
+			notify(Event{Lost: true, Connected: true, Source: src})
 			var read bool
 			read, err = m.read(ctx, f, src, notify)
 			if ctx.Err() != nil {

@@ -81,6 +81,10 @@ func (r *running) waitFor(t *testing.T, what string, ok func(Event) bool) Event 
 
 func isLost(e Event) bool { return e.Lost }
 
+// isConnected is the notice of a bound socket, which is a Lost one too:
+// nothing from before it was seen.
+func isConnected(e Event) bool { return e.Connected && e.Lost }
+
 func testLogger(t *testing.T) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 }
@@ -137,9 +141,9 @@ func TestMonitorKernel(t *testing.T) {
 	testkernel.LockZram(t)
 	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
-	// The first event is always Lost: the socket is bound from here on.
-	if e := r.waitFor(t, "connect event", func(Event) bool { return true }); !e.Lost || e.Source != SourceKernel {
-		t.Fatalf("first event = %+v, want Lost from kernel", e)
+	// The first event is always Connected: the socket is bound from here on.
+	if e := r.waitFor(t, "connect event", func(Event) bool { return true }); !isConnected(e) || e.Source != SourceKernel {
+		t.Fatalf("first event = %+v, want Connected (and Lost) from kernel", e)
 	}
 	name, remove := zramAdd(t)
 	add := r.waitFor(t, "add "+name, func(e Event) bool { return e.DevName == name })
@@ -169,15 +173,15 @@ func TestMonitorENOBUFS(t *testing.T) {
 		return connect(s)
 	}
 	r := startMonitor(t, m, 0)
-	r.waitFor(t, "connect event", isLost)
+	r.waitFor(t, "connect event", isConnected)
 	// Nobody receives now, so Run blocks in notify after the first event
 	// and the burst overflows the socket buffer.
 	for range 200 {
 		triggerChange(t)
 	}
 	e := r.waitFor(t, "Lost event after a burst", isLost)
-	if e.Source != SourceKernel || e.Action != "" {
-		t.Errorf("Lost event = %+v", e)
+	if e.Source != SourceKernel || e.Action != "" || e.Connected {
+		t.Errorf("Lost event = %+v; want an overflow notice, not a connect", e)
 	}
 	// Reading goes on after ENOBUFS.
 	triggerChange(t)
@@ -192,7 +196,7 @@ func TestMonitorENOBUFS(t *testing.T) {
 func TestMonitorCancel(t *testing.T) {
 	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
-	r.waitFor(t, "connect event", isLost)
+	r.waitFor(t, "connect event", isConnected)
 	r.cancel() // Run is in (or about to be in) a read with nothing to read
 	select {
 	case err := <-r.done:
@@ -241,7 +245,7 @@ func TestMonitorDropsSpoofedKernelEvents(t *testing.T) {
 	requireRoot(t)
 	m := NewMonitor(MonitorOptions{Source: SourceKernel, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
-	r.waitFor(t, "connect event", isLost)
+	r.waitFor(t, "connect event", isConnected)
 	sendUevent(t, SourceKernel, kernelMsg("add", "/devices/virtual/misc/hotplug-spoof", "hotplug-spoof"))
 	// The spoofed message is queued first; the real one must come alone.
 	triggerChange(t)
@@ -257,15 +261,15 @@ func TestMonitorUdevGroupFraming(t *testing.T) {
 	requireRoot(t)
 	m := NewMonitor(MonitorOptions{Source: SourceUdev, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
-	r.waitFor(t, "connect event", isLost)
+	r.waitFor(t, "connect event", isConnected)
 	sendUevent(t, SourceUdev, []byte("garbage\x00"))
 	sendUevent(t, SourceUdev, append(udevMsg("ACTION=add", "DEVPATH=/devices/virtual/misc/x", "SUBSYSTEM=misc", "DEVNAME=/dev/x"),
 		bytes.Repeat([]byte{'a'}, MaxMessageSize)...)) // too long: truncated
 	sendUevent(t, SourceUdev, udevMsg("ACTION=add", "DEVPATH=/devices/virtual/misc/hotplug-test", "SUBSYSTEM=misc",
 		"DEVNAME=/dev/hotplug/test", "X=a=b"))
 	// The garbage is dropped; the truncated message is a Lost event.
-	if e := r.waitFor(t, "event", func(Event) bool { return true }); !e.Lost {
-		t.Fatalf("after garbage and a truncated message got %+v, want Lost", e)
+	if e := r.waitFor(t, "event", func(Event) bool { return true }); !e.Lost || e.Connected {
+		t.Fatalf("after garbage and a truncated message got %+v, want Lost (not Connected)", e)
 	}
 	e := r.waitFor(t, "udev event", func(Event) bool { return true })
 	want := Event{Action: "add", DevPath: "/devices/virtual/misc/hotplug-test", Subsystem: "misc", DevName: "hotplug/test",
@@ -306,9 +310,13 @@ func TestMonitorReconnect(t *testing.T) {
 		return os.NewFile(uintptr(fds[0]), "socketpair"), nil
 	}
 	r := startMonitor(t, m, 64)
-	for _, what := range []string{"connect event", "socket error event", "reconnect event"} {
-		if e := r.waitFor(t, what, func(Event) bool { return true }); !e.Lost {
-			t.Fatalf("want %s (Lost), got %+v", what, e)
+	// Every notice is Lost; only the two connects are Connected.
+	for _, want := range []struct {
+		what      string
+		connected bool
+	}{{"connect event", true}, {"socket error event", false}, {"reconnect event", true}} {
+		if e := r.waitFor(t, want.what, func(Event) bool { return true }); !e.Lost || e.Connected != want.connected {
+			t.Fatalf("want %s (Lost, Connected %v), got %+v", want.what, want.connected, e)
 		}
 	}
 	var fd int
@@ -375,7 +383,7 @@ func TestMonitorUdevd(t *testing.T) {
 	startUdevd(t)
 	m := NewMonitor(MonitorOptions{Source: SourceAuto, Logger: testLogger(t)})
 	r := startMonitor(t, m, 64)
-	if e := r.waitFor(t, "connect event", isLost); e.Source != SourceUdev {
+	if e := r.waitFor(t, "connect event", isConnected); e.Source != SourceUdev {
 		t.Fatalf("auto chose %v with udevd alive, want udev", e.Source)
 	}
 	name, remove := zramAdd(t)

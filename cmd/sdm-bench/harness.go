@@ -196,7 +196,7 @@ func listen(ctx context.Context) (*listener, error) {
 		_ = m.Run(ctx, func(ev hotplug.Event) {
 			at := time.Now()
 			if ev.Lost {
-				if !once {
+				if ev.Connected && !once {
 					once = true
 					close(ready)
 				}
