@@ -2,6 +2,7 @@ package conf
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,7 +51,9 @@ func (es Errors) Error() string {
 }
 
 // sortErrors orders by file, then line; stable, so problems on one line keep
-// the order in which they were found (field order within the rule).
+// the order in which they were found: type errors in the file's key order,
+// then each rule's values in the order of ruleFields, then the checks that
+// span fields.
 func sortErrors(es Errors) {
 	slices.SortStableFunc(es, func(a, b *Error) int {
 		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
@@ -75,4 +78,10 @@ func (l *errorList) err() error {
 	}
 	sortErrors(l.errs)
 	return l.errs
+}
+
+// unknownField is the message for a key outside the known ones, which it
+// lists: decoding is strict, and a misspelt key should not pass unnoticed.
+func unknownField(key string, known []string) string {
+	return fmt.Sprintf("unknown field %q (known: %s)", key, strings.Join(known, ", "))
 }

@@ -180,7 +180,7 @@ func (r *Rule) selector() string {
 	b.WriteString("\x00" + r.Subsystem)
 	for _, m := range []map[string]string{r.Properties, r.Attributes} {
 		b.WriteString("\x00")
-		for _, k := range sortedStringKeys(m) {
+		for _, k := range sortedKeys(m) {
 			b.WriteString(k + "=" + m[k] + "\x00")
 		}
 	}

@@ -36,7 +36,7 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 
 	for _, k := range sortedKeys(top) {
 		if !slices.Contains(tomlTopKeys, k) {
-			l.add(lines.top[k], k, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(tomlTopKeys, ", ")))
+			l.add(lines.top[k], k, unknownField(k, tomlTopKeys))
 		}
 	}
 	switch v, ok := top[keyVersion]; {
@@ -71,6 +71,8 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 		return nil
 	}
 
+	dec := valueDecoder{l: l, list: "an array", mapping: "a table"}
+	known := knownKeys(false)
 	raws := make([]rawRule, 0, len(tables))
 	for i, t := range tables {
 		var rl tomlRuleLines
@@ -78,123 +80,67 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 			rl = lines.rules[i]
 		}
 		p := "rule[" + strconv.Itoa(i) + "]"
-		raw := rawRule{path: p, line: rl.line}
+		raw := rawRule{path: p, line: rl.line, vals: map[string]rawValue{}}
 		for _, k := range sortedKeys(t) {
 			field, line := p+"."+k, rl.keys[k]
-			v := t[k]
-			switch k {
-			case keyMatch:
-				raw.match = tomlString(l, v, field, line)
-			case keyCount:
-				raw.count = tomlInt(l, v, field, line)
-			case keyPermissions:
-				raw.perms = tomlString(l, v, field, line)
-			case keyName:
-				raw.name = tomlString(l, v, field, line)
-			case keyDangerous:
-				raw.dangerous = tomlBool(l, v, field, line)
-			case keySubsystem:
-				raw.subsystem = tomlString(l, v, field, line)
-			case keyProperties:
-				raw.props = tomlStringMap(l, v, field, line)
-			case keyAttributes:
-				raw.attrs = tomlStringMap(l, v, field, line)
-			case keyContainer:
-				raw.containerPath = tomlString(l, v, field, line)
-			case keyLinks:
-				raw.links = tomlBool(l, v, field, line)
-			case keyEnv:
-				raw.env = tomlStringMap(l, v, field, line)
-			case keyDescribe:
-				raw.describe = tomlBool(l, v, field, line)
-			case keyClass:
-				raw.class = tomlString(l, v, field, line)
-			case keyWith:
-				raw.with = tomlStringList(l, v, field, line)
-			case keyMounts:
-				raw.mounts = tomlStringList(l, v, field, line)
-			case keyCDI:
-				raw.cdi = tomlBool(l, v, field, line)
-			default:
-				l.add(cmp.Or(line, rl.line), field, fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(v1RuleKeys, ", ")))
+			f := fieldFor(k, false)
+			if f == nil {
+				l.add(cmp.Or(line, rl.line), field, unknownField(k, known))
+				continue
 			}
+			raw.vals[f.key] = dec.decode(f.kind, tomlNode{t[k], line}, field)
 		}
 		raws = append(raws, raw)
 	}
 	return raws
 }
 
-// sortedKeys gives map keys in a fixed order so messages are deterministic.
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+// tomlNode is a decoded TOML value for the shared type checks. The
+// decoder keeps no positions, so a value inside an array or table has the
+// line of its key.
+type tomlNode struct {
+	v any
+	l int
 }
 
-func tomlStringList(l *errorList, v any, field string, line int) rawValue {
-	items, ok := v.([]any)
-	if !ok {
-		l.add(line, field, "must be an array of strings, got "+tomlKind(v))
-		return rawValue{bad: true, line: line}
+func (t tomlNode) line() int        { return t.l }
+func (t tomlNode) typeName() string { return tomlKind(t.v) }
+
+func (t tomlNode) scalar(k valueKind) (v rawValue, ok bool, _ string) {
+	switch k {
+	case kindString:
+		v.str, ok = t.v.(string)
+	case kindInt:
+		v.num, ok = t.v.(int64)
+	case kindBool:
+		v.b, ok = t.v.(bool)
 	}
-	out := rawValue{set: true, line: line}
+	return v, ok, ""
+}
+
+func (t tomlNode) list() ([]node, bool) {
+	items, ok := t.v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]node, len(items))
 	for i, item := range items {
-		s := tomlString(l, item, field+"["+strconv.Itoa(i)+"]", line)
-		if s.bad {
-			out.bad = true
-			continue
-		}
-		out.list = append(out.list, s.str)
+		out[i] = tomlNode{item, t.l}
 	}
-	return out
+	return out, true
 }
 
-func tomlStringMap(l *errorList, v any, field string, line int) rawValue {
-	t, ok := v.(map[string]any)
+// entries lists a table's keys sorted, so messages are deterministic.
+func (t tomlNode) entries() ([]nodeEntry, bool) {
+	m, ok := t.v.(map[string]any)
 	if !ok {
-		l.add(line, field, "must be a table of names to patterns, got "+tomlKind(v))
-		return rawValue{bad: true, line: line}
+		return nil, false
 	}
-	out := rawValue{set: true, line: line, m: map[string]string{}}
-	for _, k := range sortedKeys(t) {
-		s := tomlString(l, t[k], field+"."+k, line)
-		if s.bad {
-			out.bad = true
-			continue
-		}
-		out.m[k] = s.str
+	out := make([]nodeEntry, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, nodeEntry{key: k, keyLine: t.l, val: tomlNode{m[k], t.l}})
 	}
-	return out
-}
-
-func tomlBool(l *errorList, v any, field string, line int) rawValue {
-	b, ok := v.(bool)
-	if !ok {
-		l.add(line, field, "must be true or false, got "+tomlKind(v))
-		return rawValue{bad: true, line: line}
-	}
-	return rawValue{set: true, line: line, b: b}
-}
-
-func tomlString(l *errorList, v any, field string, line int) rawValue {
-	s, ok := v.(string)
-	if !ok {
-		l.add(line, field, "must be a string, got "+tomlKind(v))
-		return rawValue{bad: true, line: line}
-	}
-	return rawValue{set: true, line: line, str: s}
-}
-
-func tomlInt(l *errorList, v any, field string, line int) rawValue {
-	n, ok := v.(int64)
-	if !ok {
-		l.add(line, field, "must be an integer, got "+tomlKind(v))
-		return rawValue{bad: true, line: line}
-	}
-	return rawValue{set: true, line: line, num: n}
+	return out, true
 }
 
 // tomlKind describes a decoded TOML value's type for messages.

@@ -16,13 +16,8 @@ import (
 // yamlErrLineRE pulls the line out of a go-yaml syntax error.
 var yamlErrLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// Keys each YAML rule mapping may have, per format, in the order they are
-// listed in messages.
-var (
-	legacyRuleKeys = []string{keyLegacyMatch, keyLegacyCount}
-	v1RuleKeys     = []string{keyMatch, keyCount, keyPermissions, keyName, keyDangerous, keySubsystem, keyProperties, keyAttributes, keyContainer, keyLinks, keyEnv, keyDescribe, keyClass, keyWith, keyMounts, keyCDI}
-	v1TopKeys      = []string{keyVersion, "rules"}
-)
+// v1TopKeys are the top-level keys of a versioned YAML file.
+var v1TopKeys = []string{keyVersion, "rules"}
 
 // decodeYAML decodes one YAML document into raw rules, reporting problems
 // to l. The top-level shape picks the format.
@@ -81,7 +76,7 @@ func decodeLegacy(l *errorList, seq *yaml.Node) []rawRule {
 		l.add(seq.Line, "", "no rules: the list is empty")
 		return nil
 	}
-	return yamlRules(l, seq, "", legacyRuleKeys)
+	return yamlRules(l, seq, "", true)
 }
 
 // decodeV1 decodes the versioned mapping.
@@ -109,11 +104,14 @@ func decodeV1(l *errorList, top *yaml.Node) []rawRule {
 		l.add(rules.Line, "rules", "must be a sequence of rules, got "+yamlKind(rules))
 		return nil
 	}
-	return yamlRules(l, rules, "rules", v1RuleKeys)
+	return yamlRules(l, rules, "rules", false)
 }
 
-// yamlRules decodes each mapping of a rule sequence.
-func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRule {
+// yamlRules decodes each mapping of a rule sequence, with the keys of
+// legacy or versioned files.
+func yamlRules(l *errorList, seq *yaml.Node, path string, legacy bool) []rawRule {
+	dec := valueDecoder{l: l, list: "a list", mapping: "a mapping"}
+	known := knownKeys(legacy)
 	raws := make([]rawRule, 0, len(seq.Content))
 	for i, item := range seq.Content {
 		item = deref(item)
@@ -122,43 +120,10 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, keys []string) []rawRu
 			l.add(item.Line, p, "a rule must be a mapping, got "+yamlKind(item))
 			continue
 		}
-		raw := rawRule{path: p, line: item.Line}
-		for _, kv := range yamlFields(l, item, p, keys) {
-			field := p + "." + kv.key
-			switch kv.key {
-			case keyMatch, keyLegacyMatch:
-				raw.match = yamlString(l, kv.val, field)
-			case keyCount, keyLegacyCount:
-				raw.count = yamlInt(l, kv.val, field)
-			case keyPermissions:
-				raw.perms = yamlString(l, kv.val, field)
-			case keyName:
-				raw.name = yamlString(l, kv.val, field)
-			case keyDangerous:
-				raw.dangerous = yamlBool(l, kv.val, field)
-			case keySubsystem:
-				raw.subsystem = yamlString(l, kv.val, field)
-			case keyProperties:
-				raw.props = yamlStringMap(l, kv.val, field)
-			case keyAttributes:
-				raw.attrs = yamlStringMap(l, kv.val, field)
-			case keyContainer:
-				raw.containerPath = yamlString(l, kv.val, field)
-			case keyLinks:
-				raw.links = yamlBool(l, kv.val, field)
-			case keyEnv:
-				raw.env = yamlStringMap(l, kv.val, field)
-			case keyDescribe:
-				raw.describe = yamlBool(l, kv.val, field)
-			case keyClass:
-				raw.class = yamlString(l, kv.val, field)
-			case keyWith:
-				raw.with = yamlStringList(l, kv.val, field)
-			case keyMounts:
-				raw.mounts = yamlStringList(l, kv.val, field)
-			case keyCDI:
-				raw.cdi = yamlBool(l, kv.val, field)
-			}
+		raw := rawRule{path: p, line: item.Line, vals: map[string]rawValue{}}
+		for _, kv := range yamlFields(l, item, p, known) {
+			f := fieldFor(kv.key, legacy)
+			raw.vals[f.key] = dec.decode(f.kind, yamlNode{kv.val}, p+"."+kv.key)
 		}
 		raws = append(raws, raw)
 	}
@@ -189,7 +154,7 @@ func yamlFields(l *errorList, m *yaml.Node, path string, known []string) []yamlF
 			l.add(k.Line, field, "merge keys are not supported")
 			continue
 		case !slices.Contains(known, k.Value):
-			l.add(k.Line, field, fmt.Sprintf("unknown field %q (known: %s)", k.Value, strings.Join(known, ", ")))
+			l.add(k.Line, field, unknownField(k.Value, known))
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
@@ -202,89 +167,62 @@ func yamlFields(l *errorList, m *yaml.Node, path string, known []string) []yamlF
 	return out
 }
 
-// yamlString type-checks a string field. Only a string scalar is accepted:
-// an unquoted 1 or true in a regexp is more likely a mistake.
-func yamlString(l *errorList, n *yaml.Node, field string) rawValue {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		l.add(n.Line, field, "must be a string, got "+yamlKind(n))
-		return rawValue{bad: true, line: n.Line}
-	}
-	return rawValue{set: true, line: n.Line, str: n.Value}
-}
+// yamlNode is a YAML value for the shared type checks. Only a string
+// scalar is a string: an unquoted 1 or true in a regexp is more likely a
+// mistake.
+type yamlNode struct{ n *yaml.Node }
 
-// yamlStringList type-checks a sequence of strings.
-func yamlStringList(l *errorList, n *yaml.Node, field string) rawValue {
-	if n.Kind != yaml.SequenceNode {
-		l.add(n.Line, field, "must be a list of strings, got "+yamlKind(n))
-		return rawValue{bad: true, line: n.Line}
+func (y yamlNode) line() int        { return y.n.Line }
+func (y yamlNode) typeName() string { return yamlKind(y.n) }
+
+// yamlTags are the tags a scalar of each kind must have.
+var yamlTags = map[valueKind]string{kindString: "!!str", kindInt: "!!int", kindBool: "!!bool"}
+
+func (y yamlNode) scalar(k valueKind) (v rawValue, ok bool, msg string) {
+	if y.n.Kind != yaml.ScalarNode || y.n.ShortTag() != yamlTags[k] {
+		return v, false, ""
 	}
-	v := rawValue{set: true, line: n.Line}
-	for i, item := range n.Content {
-		s := yamlString(l, deref(item), field+"["+strconv.Itoa(i)+"]")
-		if s.bad {
-			v.bad = true
-			continue
+	switch k {
+	case kindString:
+		v.str = y.n.Value
+	case kindInt:
+		if err := y.n.Decode(&v.num); err != nil {
+			return v, true, fmt.Sprintf("integer %s is out of range", y.n.Value)
 		}
-		v.list = append(v.list, s.str)
+	case kindBool:
+		if err := y.n.Decode(&v.b); err != nil {
+			return v, true, "must be true or false"
+		}
 	}
-	return v
+	return v, true, ""
 }
 
-// yamlStringMap type-checks a mapping of names to string values.
-func yamlStringMap(l *errorList, n *yaml.Node, field string) rawValue {
-	if n.Kind != yaml.MappingNode {
-		l.add(n.Line, field, "must be a mapping of names to patterns, got "+yamlKind(n))
-		return rawValue{bad: true, line: n.Line}
+func (y yamlNode) list() ([]node, bool) {
+	if y.n.Kind != yaml.SequenceNode {
+		return nil, false
 	}
-	v := rawValue{set: true, line: n.Line, m: map[string]string{}}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := deref(n.Content[i]), deref(n.Content[i+1])
+	items := make([]node, len(y.n.Content))
+	for i, item := range y.n.Content {
+		items[i] = yamlNode{deref(item)}
+	}
+	return items, true
+}
+
+// entries lists a mapping's pairs in file order; any scalar is a key.
+func (y yamlNode) entries() ([]nodeEntry, bool) {
+	if y.n.Kind != yaml.MappingNode {
+		return nil, false
+	}
+	var out []nodeEntry
+	for i := 0; i+1 < len(y.n.Content); i += 2 {
+		k, v := deref(y.n.Content[i]), deref(y.n.Content[i+1])
+		e := nodeEntry{key: k.Value, keyLine: k.Line, val: yamlNode{v}}
 		if k.Kind != yaml.ScalarNode {
-			l.add(k.Line, field, "a key must be a string, got "+yamlKind(k))
-			v.bad = true
-			continue
+			e.keyType = yamlKind(k)
 		}
-		s := yamlString(l, val, field+"."+k.Value)
-		if s.bad {
-			v.bad = true
-			continue
-		}
-		if _, dup := v.m[k.Value]; dup {
-			l.add(k.Line, field+"."+k.Value, "duplicate key")
-			v.bad = true
-			continue
-		}
-		v.m[k.Value] = s.str
+		out = append(out, e)
 	}
-	return v
-}
-
-// yamlBool type-checks a boolean field.
-func yamlBool(l *errorList, n *yaml.Node, field string) rawValue {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-		l.add(n.Line, field, "must be true or false, got "+yamlKind(n))
-		return rawValue{bad: true, line: n.Line}
-	}
-	var v bool
-	if err := n.Decode(&v); err != nil {
-		l.add(n.Line, field, "must be true or false")
-		return rawValue{bad: true, line: n.Line}
-	}
-	return rawValue{set: true, line: n.Line, b: v}
-}
-
-// yamlInt type-checks an integer field.
-func yamlInt(l *errorList, n *yaml.Node, field string) rawValue {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		l.add(n.Line, field, "must be an integer, got "+yamlKind(n))
-		return rawValue{bad: true, line: n.Line}
-	}
-	var v int64
-	if err := n.Decode(&v); err != nil {
-		l.add(n.Line, field, fmt.Sprintf("integer %s is out of range", n.Value))
-		return rawValue{bad: true, line: n.Line}
-	}
-	return rawValue{set: true, line: n.Line, num: v}
+	return out, true
 }
 
 // deref follows an alias to the node it names.
