@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
-	"github.com/smarter-project/smarter-device-manager/hotplug"
 	"github.com/smarter-project/smarter-device-manager/plugin"
 )
 
@@ -13,9 +12,7 @@ import (
 type member struct {
 	m           conf.Member
 	absentSince time.Time // zero while present
-	specs       []plugin.DeviceSpec
-	numa        int // NUMA node when hasNUMA
-	hasNUMA     bool
+	content     content
 }
 
 // classSnapshot merges the members of a class resource present in this
@@ -23,18 +20,11 @@ type member struct {
 // healthy with their own nodes, absent ones unhealthy under the same IDs
 // until RemoveAfter, then dropped. It returns the snapshot and the earliest
 // removal deadline still ahead (zero if none).
-func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, rule *conf.Rule, nodes []hotplug.Node, now time.Time) (plugin.Snapshot, time.Time) {
+func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, rule *conf.Rule, st *state, now time.Time) (plugin.Snapshot, time.Time) {
 	present := make(map[string]bool, len(res.Members))
 	for _, m := range res.Members {
 		present[m.Key] = true
-		one := res
-		one.Path, one.Dir, one.Members = m.Path, m.Dir, nil
-		one.Count = 1
-		own := buildSnapshot(one, rule, m.Device, nodes, d.opts.DevRoot, true)
-		for _, o := range m.Others { // the device's other nodes
-			one.Path, one.Dir = o.Path, o.Dir
-			own.Specs = append(own.Specs, buildSnapshot(one, rule, o, nodes, d.opts.DevRoot, true).Specs...)
-		}
+		c := buildContent(rule, res.Name, res.Permissions, d.resolveUnit(st, rule, "", append([]conf.Device{m.Device}, m.Others...)...))
 		old, ok := members[m.Key]
 		switch {
 		case !ok:
@@ -42,7 +32,7 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 		case !old.absentSince.IsZero():
 			d.log.Info().Str("resource", res.Name).Str("device", m.Path).Str("id", m.Key).Msg("device back; healthy")
 		}
-		members[m.Key] = &member{m: m, specs: own.Specs, numa: own.Devices[0].NUMANode, hasNUMA: own.Devices[0].HasNUMA}
+		members[m.Key] = &member{m: m, content: c}
 	}
 	var next time.Time
 	for key, mb := range members {
@@ -75,8 +65,8 @@ func (d *daemon) classSnapshot(members map[string]*member, res conf.Resource, ru
 	for _, k := range keys {
 		mb := members[k]
 		for _, id := range mb.m.IDs(res.Count) {
-			snap.Devices = append(snap.Devices, plugin.Device{ID: id, Healthy: mb.absentSince.IsZero(), NUMANode: mb.numa, HasNUMA: mb.hasNUMA})
-			snap.PerDevice[id] = mb.specs
+			snap.Devices = append(snap.Devices, plugin.Device{ID: id, Healthy: mb.absentSince.IsZero(), NUMANode: mb.content.NUMANode, HasNUMA: mb.content.HasNUMA})
+			snap.PerDevice[id] = deviceSpecs(mb.content.Nodes)
 		}
 	}
 	return snap, next

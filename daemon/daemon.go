@@ -282,16 +282,6 @@ func (d *daemon) loop(ctx context.Context) {
 	}
 }
 
-// needsIdentity reports whether any rule matches on more than the path.
-func (d *daemon) needsIdentity() bool {
-	for i := range d.cfg.Rules {
-		if d.cfg.Rules[i].UsesIdentity() {
-			return true
-		}
-	}
-	return false
-}
-
 // sameRules reports whether two rule sets are the same rules from the
 // same file.
 func sameRules(a, b *conf.Config) bool {
@@ -411,7 +401,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
 		return
 	}
-	nodes, byPath, desired := st.nodes, st.byPath, st.desired
+	byPath, desired := st.byPath, st.desired
 
 	now := time.Now()
 	var next time.Time
@@ -429,7 +419,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 			if ok && r.members != nil {
 				members = r.members
 			}
-			snap, deadline := d.classSnapshot(members, res, &d.cfg.Rules[res.Rule], nodes, now)
+			snap, deadline := d.classSnapshot(members, res, &d.cfg.Rules[res.Rule], &st, now)
 			soonest(deadline)
 			if !ok {
 				d.start(ctx, res, snap)
@@ -440,7 +430,8 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 			d.update(r, snap)
 			continue
 		}
-		snap := buildSnapshot(res, &d.cfg.Rules[res.Rule], byPath[res.Path], nodes, d.opts.DevRoot, true)
+		rule := &d.cfg.Rules[res.Rule]
+		snap := plainSnapshot(res.Count, buildContent(rule, res.Name, res.Permissions, d.resolveUnit(&st, rule, res.GPU, byPath[res.Path])), true)
 		r, ok := d.servers[res.Name]
 		if !ok {
 			d.start(ctx, res, snap)
@@ -470,7 +461,7 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 			}
 			res := r.res
 			res.Members = nil
-			snap, deadline := d.classSnapshot(r.members, res, &d.cfg.Rules[rule], nodes, now)
+			snap, deadline := d.classSnapshot(r.members, res, &d.cfg.Rules[rule], &st, now)
 			if len(r.members) == 0 {
 				d.log.Info().Str("resource", name).Msg("every device of the class stayed away; removing resource")
 				d.stop(name)
@@ -505,79 +496,6 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	removal.Stop()
 	if !next.IsZero() {
 		removal.Reset(time.Until(next))
-	}
-}
-
-// state is one read of the device state, resolved against the rules.
-type state struct {
-	nodes   []hotplug.Node
-	byPath  map[string]conf.Device // identity included, where read
-	desired []conf.Resource        // what the rules ask for, dangerous nodes refused
-}
-
-// read scans the device root and sysfs and resolves them against the
-// rules. Its warnings go to logWarnings.
-func (d *daemon) read() (state, error) {
-	nodes, err := hotplug.ScanDev(d.opts.DevFS, d.opts.ScanDepth)
-	if err != nil {
-		return state{}, err
-	}
-	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
-	if err != nil {
-		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
-	}
-	devs := make([]conf.Device, len(nodes))
-	var reader *hotplug.Reader
-	if d.needsIdentity() {
-		// One reader per state read: attribute reads are cached within it.
-		reader = hotplug.NewReader(d.opts.SysFS, d.opts.RunFS)
-	}
-	for i, n := range nodes {
-		devs[i] = conf.Device{Path: n.Path, Dir: n.Dir}
-		if reader != nil && !n.Dir {
-			devs[i].Ident = &lazyIdent{reader: reader, devFS: d.opts.DevFS, path: n.Path}
-		}
-	}
-	byPath := make(map[string]conf.Device, len(devs))
-	for _, dev := range devs {
-		byPath[dev.Path] = dev
-	}
-	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
-	d.logWarnings(warns)
-	return state{nodes: nodes, byPath: byPath, desired: d.refuseDangerous(desired, nodes)}, nil
-}
-
-// stillWanted asks the current rules whether an absent device would still
-// give the same resource, and with what settings (a reload may have changed
-// its count or permissions, or dropped its rule).
-func (d *daemon) stillWanted(old conf.Resource, last conf.Device) (conf.Resource, bool) {
-	var devs []conf.Device
-	var gpus []string
-	if old.GPU != "" {
-		gpus = []string{old.GPU}
-	} else {
-		devs = []conf.Device{last}
-	}
-	res, _ := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
-	for _, r := range res {
-		if r.Name == old.Name {
-			return r, true
-		}
-	}
-	return conf.Resource{}, false
-}
-
-func (d *daemon) logWarnings(warns []conf.Warning) {
-	for _, w := range warns {
-		if d.collect != nil {
-			d.collect(w)
-		}
-		key := w.String()
-		if d.warned[key] {
-			continue
-		}
-		d.warned[key] = true
-		d.log.Warn().Str("device", w.Device).Msg(w.Msg)
 	}
 }
 

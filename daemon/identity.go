@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"io/fs"
+	"path/filepath"
 	"regexp"
+	"slices"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
@@ -60,6 +62,30 @@ func (l *lazyIdent) numa() (int, bool) {
 		return 0, false
 	}
 	return l.reader.NUMANode(l.info)
+}
+
+// links are udev's symlinks to the node, as /dev paths, sorted. Only
+// links inside /dev count: the container gets the real node at that path.
+func (l *lazyIdent) links() []string {
+	l.load()
+	var out []string
+	for _, link := range l.info.Links {
+		if filepath.IsLocal(link) {
+			out = append(out, "/dev/"+link)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// serial is the device's serial number: udev's ID_SERIAL_SHORT, else (no
+// udev, as in a container without /run/udev) the USB device's own serial
+// attribute, as udev would give it.
+func (l *lazyIdent) serial() string {
+	if s, ok := l.Property("ID_SERIAL_SHORT"); ok {
+		return s
+	}
+	return l.physical().Serial
 }
 
 // MatchAttributes applies udev's ATTRS rule over the device's sysfs
