@@ -138,7 +138,6 @@ func Run(ctx context.Context, opts Options) error {
 		cfg:           opts.Config,
 		servers:       make(map[string]*running),
 		wake:          make(chan struct{}, 1),
-		kick:          make(chan struct{}, 1),
 		configChanged: make(chan struct{}, 1),
 		reg:           plugin.NewRegistrar(),
 		blockVerdicts: map[string]verdict{},
@@ -159,9 +158,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	wg.Go(func() {
 		// kubelet removes every plugin socket when it starts and then
-		// creates kubelet.sock: both show up here, and each server checks
-		// whether it must serve or register again.
-		err := plugin.WatchDir(ctx, opts.PluginDir, d.log, func(string) { signal(d.kick) })
+		// creates kubelet.sock: the registrar passes both on to every
+		// server, which checks whether it must serve or register again.
+		err := d.reg.WatchDir(ctx, opts.PluginDir, d.log)
 		if err != nil {
 			d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; the kubelet's start and restarts are noticed only at the periodic resync")
 		}
@@ -193,7 +192,6 @@ type daemon struct {
 
 	servers map[string]*running // by resource name; owned by loop
 	wake    chan struct{}
-	kick    chan struct{}
 	// configChanged is signalled by the rule file's directory watch.
 	configChanged chan struct{}
 	reg           *plugin.Registrar // one kubelet connection for every registration
@@ -207,10 +205,6 @@ type daemon struct {
 	// blockVerdicts caches the dangerous-block-device check (see safety).
 	blockVerdicts map[string]verdict
 	serveWG       sync.WaitGroup
-
-	// waitingForKubelet: the last check found no kubelet socket (and said
-	// so).
-	waitingForKubelet bool
 }
 
 type running struct {
@@ -254,7 +248,6 @@ func (d *daemon) loop(ctx context.Context) {
 	removal.Stop()
 	defer removal.Stop()
 
-	d.checkKubelet()
 	d.reconcile(ctx, removal)
 	for {
 		select {
@@ -265,7 +258,7 @@ func (d *daemon) loop(ctx context.Context) {
 		case <-resync.C:
 			// The servers' own safety net, too: one timer here instead of
 			// a ticker in every server.
-			d.kickAll()
+			d.reg.Kick()
 		case <-removal.C:
 		case <-d.opts.Reload:
 			d.reload()
@@ -273,9 +266,6 @@ func (d *daemon) loop(ctx context.Context) {
 			d.reload()
 		case reply := <-d.opts.Probe.reqs:
 			reply <- d.report()
-			continue
-		case <-d.kick:
-			d.kickAll()
 			continue
 		}
 		d.reconcile(ctx, removal)
@@ -296,15 +286,6 @@ func sameRules(a, b *conf.Config) bool {
 	return true
 }
 
-// kickAll asks every server to re-check the plugin directory (our socket
-// still there? kubelet.sock new?).
-func (d *daemon) kickAll() {
-	d.checkKubelet()
-	for _, r := range d.servers {
-		r.srv.Kick()
-	}
-}
-
 // kubeletSocket is where the kubelet serves its registration socket.
 func (d *daemon) kubeletSocket() string {
 	return filepath.Join(d.opts.PluginDir, plugin.DefaultKubeletSocket)
@@ -314,20 +295,6 @@ func (d *daemon) kubeletSocket() string {
 func (d *daemon) kubeletAbsent() bool {
 	_, err := os.Stat(d.kubeletSocket())
 	return errors.Is(err, fs.ErrNotExist)
-}
-
-// checkKubelet says when the kubelet socket goes and comes back, once for
-// the daemon: every server waits for it without retrying (see plugin.Server),
-// so nothing else would say why nothing registers.
-func (d *daemon) checkKubelet() {
-	absent := d.kubeletAbsent()
-	switch {
-	case absent && !d.waitingForKubelet:
-		d.log.Info().Str("socket", d.kubeletSocket()).Msg("waiting for the kubelet: no kubelet socket in the plugin directory; resources register when it appears")
-	case !absent && d.waitingForKubelet:
-		d.log.Info().Str("socket", d.kubeletSocket()).Msg("kubelet socket appeared; registering")
-	}
-	d.waitingForKubelet = absent
 }
 
 // readResult identifies what one read of the rule file found: its

@@ -7,8 +7,18 @@
 // and never calls back upstream. It knows nothing of udev, /dev or rules:
 // what a device is, and which host paths a container gets, is decided by the
 // caller. [Server.Run] loops listen → serve → register → watch until its
-// context ends, and [WatchDir] turns changes in the plugin directory into
-// [Server.Kick] hints.
+// context ends. The servers of one kubelet share a [Registrar]: one
+// connection for their registrations, and [Registrar.WatchDir], which turns
+// every change in the plugin directory into a [Server.Kick] of each server
+// running with it (and says once when the kubelet socket is missing);
+// [Registrar.Kick] is the periodic safety net. The owner never relays
+// directory events.
+//
+// Files by concern: snapshot.go (the value types), options.go, server.go
+// (Server, Status, Update, Run), serve.go (the registration loop's I/O),
+// regstate.go (the registration state and its transitions, no I/O),
+// instance.go (one listening socket), service.go (the gRPC handlers),
+// registrar.go and watch.go (what the servers of one kubelet share).
 //
 // Kubelet contract facts this package is built around
 // (k8s.io/kubernetes pkg/kubelet/cm/devicemanager):

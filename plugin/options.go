@@ -49,7 +49,8 @@ type Options struct {
 	// failed listens or registrations; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
 	// Registrar, when set, is shared with other servers: one connection to
-	// the kubelet for every registration. Nil: the server keeps its own.
+	// the kubelet for every registration, and its WatchDir and Kick reach
+	// this server while it runs. Nil: the server keeps its own.
 	Registrar *Registrar
 	// CheckInterval is how often Run re-checks the plugin directory as if
 	// Kick had been called; zero means DefaultCheckInterval, negative

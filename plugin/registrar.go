@@ -13,16 +13,20 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
-// Registrar sends Register requests to a kubelet over one gRPC connection
-// shared by every server that uses it. With hundreds of resources, a
+// Registrar is what the servers of one kubelet share. It sends their
+// Register requests over one gRPC connection: with hundreds of resources, a
 // connection per registration was most of the start-up time (connection
-// set-up and its tracing, for one small request each). Safe for concurrent
-// use; Close releases the connection.
+// set-up and its tracing, for one small request each). And it passes the
+// plugin-directory watch ([Registrar.WatchDir]) and [Registrar.Kick] on to
+// every server running with it. Safe for concurrent use; Close releases the
+// connection.
 type Registrar struct {
 	mu   sync.Mutex
 	path string
 	id   fileID // the kubelet socket conn was dialled for
 	conn *grpc.ClientConn
+
+	fan fanOut
 }
 
 // NewRegistrar returns a registrar with no connection yet.

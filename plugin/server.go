@@ -179,7 +179,8 @@ func (s *Server) current() (*state, <-chan struct{}) {
 // registers; if the kubelet socket is new since our registration it
 // registers again; while unregistered it retries at once. While there is
 // no kubelet socket, a Kick (or the periodic check) is the only thing that
-// makes Run look again: feed it from [WatchDir].
+// makes Run look again: [Registrar.WatchDir] kicks every server running with
+// its registrar.
 func (s *Server) Kick() {
 	select {
 	case s.kick <- struct{}{}:
@@ -226,6 +227,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.ownReg {
 		defer s.reg.Close()
 	}
+	defer s.reg.join(s)()
 
 	bo := backoff.New(s.opts.MinBackoff, s.opts.MaxBackoff)
 	for {
