@@ -133,16 +133,20 @@ func (r *Rule) MatchPath(path string) bool {
 	return r.Kind == DeviceRule && r.re != nil && r.re.MatchString(path)
 }
 
-// NeedsIdentity reports whether the rule matches on more than the path, so
-// a device's Identity must be read to match it.
+// NeedsIdentity reports whether matching a device needs its Identity: the
+// rule tests more than the path (subsystem, properties, attributes, a
+// name template's properties). Matches uses it; UsesIdentity is the wider
+// question a reader of devices asks.
 func (r *Rule) NeedsIdentity() bool {
 	return r.subsysRE != nil || len(r.propRE) > 0 || len(r.attrRE) > 0 ||
 		slices.ContainsFunc(r.nameVars, func(v string) bool { return v != "path" })
 }
 
-// UsesIdentity reports whether the daemon must read a matched device's
-// identity: to match it, to name it, or for the links and environment it
-// gives the container.
+// UsesIdentity reports whether anything the rule does reads a device's
+// Identity: matching it (NeedsIdentity), or, once matched, the links and
+// environment it gives the container and the member keys of a class. A
+// caller that reads identities only when some rule uses them asks this,
+// not NeedsIdentity.
 func (r *Rule) UsesIdentity() bool {
 	return r.NeedsIdentity() || r.ExposeLinks || r.DescribeEnv || r.Class != ""
 }
