@@ -1,7 +1,7 @@
-// Package hwfixture builds fake machines for tests: /dev, /sys and udev's
-// database (/run/udev/data) as the Linux kernel and Debian's udev lay them
-// out for a description of the hardware (bus, port, vendor, product,
-// serial, driver, nodes). One generator makes every tree, so a layout
+// Package hwfixture builds fake machines for tests: /dev, /sys, udev's
+// database (/run/udev/data) and the mount table (/proc/self/mountinfo) as
+// the Linux kernel and Debian's udev lay them out for a description of the
+// hardware (bus, port, vendor, product, serial, driver, nodes, disks). One generator makes every tree, so a layout
 // fact is written once and checked once: TestMatchesRealUdev runs Debian's
 // own systemd-udevd rules over each catalog machine and compares.
 //
@@ -26,12 +26,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Machine is a fake host: its /dev, /sys and /run, each an FS rooted there.
-// Plugging hardware in lays out its sysfs devices and /dev nodes the way
-// the kernel does and, while udev runs, writes udev's database entries and
-// symlinks the way Debian's rules do.
+// Machine is a fake host: its /dev, /sys, /run and /proc, each an FS rooted
+// there. Plugging hardware in lays out its sysfs devices and /dev nodes the
+// way the kernel does and, while udev runs, writes udev's database entries
+// and symlinks the way Debian's rules do. Proc holds only self/mountinfo.
 type Machine struct {
-	Dev, Sys, Run *FS
+	Dev, Sys, Run, Proc *FS
 
 	mu     sync.Mutex
 	udev   bool
@@ -39,15 +39,20 @@ type Machine struct {
 	devnum map[int]int     // USB bus → the last device number handed out
 	hidSeq int             // the last HID device sequence number
 	nodes  []*PluggedNode  // every node present, for StartUdev
+
+	diskSeq   int      // the last disk sequence number (DISKSEQ) handed out
+	mountinfo []string // the mount table's lines
 }
 
 // New returns a machine with nothing plugged in. With udev, systemd-udevd
 // runs on it: plugged nodes get database entries and links.
 func New(udev bool) *Machine {
-	m := &Machine{Dev: NewFS(), Sys: NewFS(), Run: NewFS(), udev: udev, used: map[string]bool{}, devnum: map[int]int{}}
-	for _, d := range []string{"devices", "devices/virtual", "class", "bus", "dev/char", "dev/block"} {
+	m := &Machine{Dev: NewFS(), Sys: NewFS(), Run: NewFS(), Proc: NewFS(), udev: udev, used: map[string]bool{}, devnum: map[int]int{}}
+	for _, d := range []string{"devices", "devices/virtual", "class", "bus", "block", "dev/char", "dev/block"} {
 		m.Sys.Put(d, &fstest.MapFile{Mode: fs.ModeDir | 0o755})
 	}
+	m.mountinfo = slices.Clone(baseMounts)
+	m.writeMounts()
 	if udev {
 		m.Run.Put("udev/data", &fstest.MapFile{Mode: fs.ModeDir | 0o755})
 	}
@@ -211,6 +216,18 @@ func (b *builder) add(parent string, d Dev, n *Node) string {
 	dir := path.Join(parent, d.Name)
 	b.p.owned = append(b.p.owned, dir)
 	b.write(dir, d, n)
+	// The links its bus or class has to it go with it (drivers/base/bus.c
+	// bus_add_device, dd.c driver_sysfs_add, core.c device_add_class_symlinks).
+	kind, name, _ := strings.Cut(d.Sub, "/")
+	switch kind {
+	case "bus":
+		b.p.owned = append(b.p.owned, "bus/"+name+"/devices/"+d.Name)
+		if d.Driver != "" {
+			b.p.owned = append(b.p.owned, "bus/"+name+"/drivers/"+d.Driver+"/"+d.Name)
+		}
+	case "class":
+		b.p.owned = append(b.p.owned, "class/"+name+"/"+d.Name)
+	}
 	return dir
 }
 
