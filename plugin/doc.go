@@ -18,7 +18,8 @@
 // (Server, Status, Update, Run), serve.go (the registration loop's I/O),
 // regstate.go (the registration state and its transitions, no I/O),
 // instance.go (one listening socket), service.go (the gRPC handlers),
-// registrar.go and watch.go (what the servers of one kubelet share).
+// registrar.go, watch.go and fanout.go (what the servers of one kubelet
+// share: the registration connection, the directory watch, its fan-out).
 //
 // Kubelet contract facts this package is built around
 // (k8s.io/kubernetes pkg/kubelet/cm/devicemanager):

@@ -1,12 +1,9 @@
 package plugintest
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 )
 
@@ -29,23 +26,11 @@ type SilentKubelet struct {
 // StartSilentKubelet creates dir if needed, replaces a stale kubelet.sock
 // and accepts connections on it.
 func StartSilentKubelet(dir string) (*SilentKubelet, error) {
-	path := filepath.Join(dir, KubeletSocket)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("silent kubelet: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("silent kubelet: remove stale socket: %w", err)
-	}
-	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	lis, path, id, err := listenKubelet(dir)
 	if err != nil {
 		return nil, fmt.Errorf("silent kubelet: %w", err)
 	}
-	lis.SetUnlinkOnClose(false)
-	s := &SilentKubelet{path: path, lis: lis, done: make(chan struct{}), changed: make(chan struct{})}
-	if s.id, err = os.Stat(path); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("silent kubelet: %w", err)
-	}
+	s := &SilentKubelet{path: path, lis: lis, id: id, done: make(chan struct{}), changed: make(chan struct{})}
 	go s.accept()
 	return s, nil
 }
@@ -86,8 +71,6 @@ func (s *SilentKubelet) Stop() {
 		}
 		s.conns = nil
 		s.mu.Unlock()
-		if fi, err := os.Stat(s.path); err == nil && os.SameFile(fi, s.id) && fi.ModTime().Equal(s.id.ModTime()) {
-			_ = os.Remove(s.path)
-		}
+		removeIfOurs(s.path, s.id)
 	})
 }
