@@ -1,6 +1,15 @@
 // Package hotplug owns the kernel side of device discovery: it lists device
-// nodes under /dev and GPUs under /sys, and it listens for uevents on the
-// NETLINK_KOBJECT_UEVENT socket (kernel group 1 or udevd group 2).
+// nodes under /dev and GPUs under /sys, reads what the kernel and udev know
+// of a device, and listens for uevents on the NETLINK_KOBJECT_UEVENT socket
+// (kernel group 1 or udevd group 2).
+//
+// Every read goes through an fs.FS rooted at /dev, /sys, /run or /proc, so
+// tests run on in-memory trees (internal/hwfixture) and --sys-root is
+// honoured: a node's device number and owning group come from its inode
+// (Rdev, NodeGID); a device's identity, attributes and physical unit from
+// sysfs and udev's database (Reader: Info, MatchAttrs, NUMANode, Unit); and
+// whether a block device is in use, mounted or held by a stacked device,
+// from sysfs and the mount table (Reader.BlockUse).
 //
 // Events are hints, not the truth: a consumer should treat every relevant
 // Event (see Event.Relevant), including a Lost one, as "rescan now" and read

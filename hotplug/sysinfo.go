@@ -10,9 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // DeviceInfo is what sysfs and udev know of one device node.
@@ -45,9 +42,10 @@ const maxLinkHops = 8
 // that no rule matches on, so they count as missing.
 const maxAttrSize = 64 << 10
 
-// Reader reads DeviceInfo and sysfs attributes for one read of the device
-// state. It caches attribute reads, so make a new Reader for every read; a
-// Reader is not safe for concurrent use.
+// Reader reads DeviceInfo, sysfs attributes and how block devices are used
+// for one read of the device state. It caches attribute reads and the
+// mount table, so make a new Reader for every read; a Reader is not safe
+// for concurrent use.
 //
 // Reader resolves the <sys>/dev links itself and rejects any that leads
 // above the sys root. It does not police symlinks inside the paths it
@@ -55,9 +53,10 @@ const maxAttrSize = 64 << 10
 // contain ".."); for containment against a hostile tree, pass the FS of an
 // os.Root (os.OpenRoot("/sys") then Root.FS) rather than os.DirFS.
 type Reader struct {
-	sys, run fs.FS
-	attrs    map[string]attrValue // by path below the sys root
-	buses    map[string]string    // device directory → its bus, "" for none
+	sys, run, proc fs.FS
+	attrs          map[string]attrValue // by path below the sys root
+	buses          map[string]string    // device directory → its bus, "" for none
+	mounted        map[string]bool      // see BlockUse; nil until read
 }
 
 type attrValue struct {
@@ -245,34 +244,4 @@ func readAttr(fsys fs.FS, name string) (string, error) {
 		return "", fmt.Errorf("%s: attribute over %d bytes", name, maxAttrSize)
 	}
 	return string(b), nil
-}
-
-// NodeRdev returns the device number of a device node's FileInfo (from
-// fs.Stat, fs.Lstat or DirEntry.Info) and whether it is a block device.
-// ok is false when fi is not a device or carries no *syscall.Stat_t (an
-// fstest.MapFS file without one in its Sys field).
-func NodeRdev(fi fs.FileInfo) (major, minor uint32, block, ok bool) {
-	m := fi.Mode()
-	st, isStat := fi.Sys().(*syscall.Stat_t)
-	if m&fs.ModeDevice == 0 || !isStat {
-		return 0, 0, false, false
-	}
-	rdev := uint64(st.Rdev) // uint32 on some platforms
-	return unix.Major(rdev), unix.Minor(rdev), m&fs.ModeCharDevice == 0, true
-}
-
-// Rdev returns the device number of the node at name in fsys (a Node.Path
-// from ScanDev over os.DirFS("/dev")) and whether it is a block device. It
-// does not follow a symlink. It is an error when name is not a device or
-// fsys gives no *syscall.Stat_t.
-func Rdev(fsys fs.FS, name string) (major, minor uint32, block bool, err error) {
-	fi, err := fs.Lstat(fsys, name)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("rdev: %w", err)
-	}
-	major, minor, block, ok := NodeRdev(fi)
-	if !ok {
-		return 0, 0, false, fmt.Errorf("rdev %s: no device number (mode %v)", name, fi.Mode())
-	}
-	return major, minor, block, nil
 }
