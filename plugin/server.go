@@ -63,8 +63,8 @@ type Status struct {
 }
 
 // NewServer returns a server for one resource, starting with the initial
-// snapshot. Zero Options fields take the defaults above; Run reports
-// invalid options.
+// snapshot. Zero Options fields take the defaults (DefaultKubeletSocket
+// and the others); Run reports invalid options.
 func NewServer(opts Options, initial Snapshot) *Server {
 	opts.setDefaults()
 	reg, own := opts.Registrar, false
