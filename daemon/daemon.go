@@ -70,6 +70,9 @@ type Options struct {
 	DevFS fs.FS
 	SysFS fs.FS
 	RunFS fs.FS
+	// ProcFS replaces os.DirFS("/proc"), where the daemon reads its own
+	// mount table (self/mountinfo) to refuse mounted block devices.
+	ProcFS fs.FS
 	// ServerBackoff bounds the plugin servers' retry backoff (tests shorten it).
 	ServerMinBackoff, ServerMaxBackoff time.Duration
 }
@@ -113,6 +116,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.RunFS == nil {
 		o.RunFS = os.DirFS(o.RunDir)
+	}
+	if o.ProcFS == nil {
+		o.ProcFS = os.DirFS("/proc")
 	}
 	if o.Stats == nil {
 		o.Stats = new(Stats)

@@ -1,16 +1,11 @@
 package daemon
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
@@ -27,12 +22,14 @@ var hostControl = map[string]string{
 }
 
 // safety decides, for one state read, which nodes are too dangerous to hand
-// to a container. It reads the mount table at most once per state read, and
-// only when a block device is in question.
+// to a container. It reads sysfs and the mount table through one
+// hotplug.Reader, made at the first block device in question, so the mount
+// table is read at most once per state read and only then.
 type safety struct {
 	devRoot, pluginDir string
-	mounted            map[string]bool // kernel names of block devices holding mounted filesystems
-	mountsRead         bool
+	devFS, sysFS       fs.FS
+	procFS             fs.FS // the daemon's own /proc: self/mountinfo
+	reader             *hotplug.Reader
 	// verdicts remembers blockInUse per block device across state reads
 	// for ttl: sysfs directory reads cost ~0.4 ms each, too much for every
 	// uevent of a storm; a device mounted meanwhile is seen at the next
@@ -59,7 +56,7 @@ func (s *safety) hazard(rel string, mode fs.FileMode) string {
 		return "it is, or holds, the kubelet's plugin socket directory"
 	}
 	if mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0 {
-		if why := s.blockInUse(host); why != "" {
+		if why := s.blockInUse(rel); why != "" {
 			return why
 		}
 	}
@@ -68,82 +65,34 @@ func (s *safety) hazard(rel string, mode fs.FileMode) string {
 
 // blockInUse reports a block device that holds a mounted filesystem (on
 // itself or on one of its partitions) or is held by another device (dm,
-// md, a loop): writing to it from a container corrupts the host's data.
-// It runs on the hotplug path for every matched block device, so it costs
-// a stat, a readlink and one small directory read; the mount table is read
-// once per state read.
-func (s *safety) blockInUse(host string) string {
-	var st unix.Stat_t
-	if err := unix.Stat(host, &st); err != nil {
-		return "" // not a real node (a test's fake root), or gone
+// md): writing to it from a container corrupts the host's data. It runs on
+// the hotplug path for every matched block device, so it costs a stat, a
+// readlink and one small directory read; the mount table is read once per
+// state read.
+func (s *safety) blockInUse(rel string) string {
+	major, minor, _, err := hotplug.Rdev(s.devFS, rel)
+	if err != nil {
+		return "" // gone, or no device number (a test's fake node)
 	}
-	id := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	id := fmt.Sprintf("%d:%d", major, minor)
 	if v, ok := s.verdicts[id]; ok && s.now.Sub(v.at) < s.ttl {
 		return v.why
 	}
-	why := s.checkBlock(id)
+	if s.reader == nil {
+		s.reader = hotplug.NewReader(s.sysFS, nil).WithProc(s.procFS)
+	}
+	why := ""
+	switch use, err := s.reader.BlockUse(major, minor); {
+	case err != nil: // unknown to sysfs
+	case use.Mounted:
+		why = "it holds a mounted filesystem"
+	case len(use.Holders) > 0:
+		why = "it is in use by " + use.Holders[0]
+	}
 	if s.verdicts != nil {
 		s.verdicts[id] = verdict{why: why, at: s.now}
 	}
 	return why
-}
-
-func (s *safety) checkBlock(id string) string {
-	link, err := os.Readlink("/sys/dev/block/" + id)
-	if err != nil {
-		return ""
-	}
-	if !s.mountsRead {
-		s.mounted, s.mountsRead = mountedNames(readMounts("/proc/self/mountinfo")), true
-	}
-	if s.mounted[filepath.Base(link)] {
-		return "it holds a mounted filesystem"
-	}
-	if holders, err := os.ReadDir("/sys/dev/block/" + id + "/holders"); err == nil && len(holders) > 0 {
-		return "it is in use by " + holders[0].Name()
-	}
-	return ""
-}
-
-// mountedNames turns the device numbers of mounted filesystems into the
-// kernel names of the block devices that hold them and of the disks those
-// are partitions of (sysfs: …/block/vda/vda1).
-func mountedNames(ids map[string]bool) map[string]bool {
-	names := map[string]bool{}
-	for id := range ids {
-		link, err := os.Readlink("/sys/dev/block/" + id)
-		if err != nil {
-			continue // not a block device (proc, tmpfs, overlay)
-		}
-		names[filepath.Base(link)] = true
-		if parent := filepath.Base(filepath.Dir(link)); parent != "block" {
-			names[parent] = true
-		}
-	}
-	return names
-}
-
-// readMounts returns the device numbers of the filesystems in a mountinfo
-// file (its third field). An unreadable table refuses nothing: the check is
-// a safety net, not the only guard (a rule must match the node first).
-func readMounts(path string) map[string]bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	return parseMountinfo(f)
-}
-
-func parseMountinfo(f io.Reader) map[string]bool {
-	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 2 {
-			out[fields[2]] = true
-		}
-	}
-	return out
 }
 
 func within(path, dir string) bool {
@@ -155,7 +104,8 @@ func within(path, dir string) bool {
 // giving control of the host, unless their rule allows it, and says which
 // rule and node in a warning.
 func (d *daemon) refuseDangerous(desired []conf.Resource, nodes []hotplug.Node) []conf.Resource {
-	s := &safety{devRoot: d.opts.DevRoot, pluginDir: d.opts.PluginDir, verdicts: d.blockVerdicts, ttl: d.opts.Resync, now: time.Now()}
+	s := &safety{devRoot: d.opts.DevRoot, pluginDir: d.opts.PluginDir, devFS: d.opts.DevFS, sysFS: d.opts.SysFS, procFS: d.opts.ProcFS,
+		verdicts: d.blockVerdicts, ttl: d.opts.Resync, now: time.Now()}
 	modes := make(map[string]fs.FileMode, len(nodes))
 	for _, n := range nodes {
 		modes[n.Path] = n.Mode

@@ -3,12 +3,17 @@ package daemon
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
 // Nodes that give control of the host are refused unless the rule says
@@ -42,15 +47,6 @@ func TestDangerousNodesRefused(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	got := parseMountinfo(strings.NewReader(
-		"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
-			"23 22 0:21 / /proc rw shared:2 - proc proc rw\n"))
-	if !got["254:0"] || !got["0:21"] || got["254:1"] {
-		t.Errorf("parseMountinfo = %v", got)
-	}
-}
-
 func TestPluginDirIsDangerous(t *testing.T) {
 	s := &safety{devRoot: "/host", pluginDir: "/host/kubelet/device-plugins"}
 	for rel, want := range map[string]bool{
@@ -66,7 +62,89 @@ func TestPluginDirIsDangerous(t *testing.T) {
 	}
 }
 
-// The block device holding this machine's root filesystem is refused.
+// diskHost is a VM with three virtio disks: vda with two partitions, vda1
+// mounted; vdb with one partition that dm-0 maps onto, dm-0 mounted; vdc
+// unused.
+func diskHost() *hwfixture.Machine {
+	m := hwfixture.New(false)
+	vda := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:04.0", Virtio: 2, Index: 0, Partitions: 2})
+	vdb := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:05.0", Virtio: 3, Index: 1, Partitions: 1})
+	m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:06.0", Virtio: 4, Index: 2})
+	dm := m.Plug(hwfixture.Mapper{N: 0, Name: "vg0-data", On: []*hwfixture.PluggedNode{vdb.Node("vdb1")}})
+	m.Mount(vda.Node("vda1"), "/var/lib/kubelet", "ext4")
+	m.Mount(dm.Node("dm-0"), "/srv", "xfs")
+	return m
+}
+
+// A block device that holds a mounted filesystem, itself or through a
+// partition, or that a stacked device holds, is refused; its idle
+// siblings are not.
+func TestBlockDevicesInUseRefused(t *testing.T) {
+	m := diskHost()
+	s := &safety{devRoot: "/dev", devFS: m.Dev, sysFS: m.Sys, procFS: m.Proc}
+	for node, want := range map[string]string{
+		"vda":  "it holds a mounted filesystem", // through vda1
+		"vda1": "it holds a mounted filesystem",
+		"vda2": "",
+		"vdb":  "", // dm-0 holds its partition, not the disk
+		"vdb1": "it is in use by dm-0",
+		"dm-0": "it holds a mounted filesystem",
+		"vdc":  "",
+	} {
+		if got := s.hazard(node, fs.ModeDevice|0o660); got != want {
+			t.Errorf("hazard(%s) = %q, want %q", node, got, want)
+		}
+	}
+}
+
+// A verdict stands for the resync period, then the device is looked at
+// again: a disk mounted meanwhile is refused from the first read after.
+func TestBlockVerdictRenewedAfterResync(t *testing.T) {
+	m := hwfixture.New(false)
+	vdc := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:06.0", Virtio: 4, Index: 2})
+	verdicts := map[string]verdict{}
+	start := time.Now()
+	read := func(at time.Time) string {
+		s := &safety{devRoot: "/dev", devFS: m.Dev, sysFS: m.Sys, procFS: m.Proc, verdicts: verdicts, ttl: time.Minute, now: at}
+		return s.hazard("vdc", fs.ModeDevice|0o660)
+	}
+	if why := read(start); why != "" {
+		t.Fatalf("an unused disk refused: %q", why)
+	}
+	m.Mount(vdc.Node("vdc"), "/mnt", "ext4")
+	if why := read(start.Add(30 * time.Second)); why != "" {
+		t.Errorf("within the resync period the verdict changed: %q", why)
+	}
+	if why := read(start.Add(time.Minute)); why != "it holds a mounted filesystem" {
+		t.Errorf("after the resync period a mounted disk gave %q", why)
+	}
+}
+
+// The daemon refuses the disks in use on the device root and sysfs it was
+// given (--sys-root), with a warning naming the node and why, and serves
+// the others.
+func TestDaemonRefusesDisksInUse(t *testing.T) {
+	m := diskHost()
+	h := newHarness(t, "version: v1\nrules:\n  - match: ^(vd[a-z][0-9]*|dm-[0-9]+)$\n", func(o *Options) {
+		o.DevFS, o.SysFS, o.ProcFS = m.Dev, m.Sys, m.Proc
+	})
+	h.events.fire("add", "vdc")
+	h.waitFor("smarter-devices/vdc", "an unused disk served", health(1, pluginapi.Healthy))
+	rep := h.report()
+	got := slices.Sorted(maps.Keys(rep.Resources))
+	if want := []string{"smarter-devices/vda2", "smarter-devices/vdb", "smarter-devices/vdc"}; !slices.Equal(got, want) {
+		t.Errorf("resources %q, want %q", got, want)
+	}
+	log := h.log.String()
+	for _, want := range []string{`"device":"vda1"`, `"device":"dm-0"`, "refused: it holds a mounted filesystem", `"device":"vdb1"`, "refused: it is in use by dm-0"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the refusals do not say %q", want)
+		}
+	}
+}
+
+// The block device holding this machine's root filesystem is refused,
+// read from the real /dev, /sys and /proc.
 func TestMountedBlockDeviceRefused(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Stat("/", &st); err != nil {
@@ -86,7 +164,7 @@ func TestMountedBlockDeviceRefused(t *testing.T) {
 	if _, err := os.Stat("/dev/" + name); name == "" || err != nil {
 		t.Skipf("skipping: no /dev node for the root filesystem's device %s", id)
 	}
-	s := &safety{devRoot: "/dev"}
+	s := &safety{devRoot: "/dev", devFS: os.DirFS("/dev"), sysFS: os.DirFS("/sys"), procFS: os.DirFS("/proc")}
 	why := s.hazard(name, fs.ModeDevice)
 	if !strings.Contains(why, "mounted filesystem") {
 		t.Errorf("hazard(/dev/%s), the root filesystem's device = %q; want a refusal", name, why)
