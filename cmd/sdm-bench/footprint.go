@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
-
-	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
 
 // footprint is one device count's start-up and memory figures.
@@ -41,15 +38,7 @@ func startupAndFootprint(ctx context.Context, c *config, n int) (footprint, erro
 	}
 	defer unmount()
 	for run := range 3 {
-		dir, err := os.MkdirTemp(c.workDir, "up")
-		if err != nil {
-			return f, err
-		}
-		rules, err := writeRules(dir, "- devicematch: ^bd[0-9]+$\n  nummaxdevices: 1\n")
-		if err != nil {
-			return f, err
-		}
-		k, err := plugintest.StartFakeKubelet(dir)
+		dir, rules, k, err := newRun(c, "up", "- devicematch: ^bd[0-9]+$\n  nummaxdevices: 1\n")
 		if err != nil {
 			return f, err
 		}

@@ -314,7 +314,34 @@ func mountDevRoot(dir string, n int) (unmount func(), err error) {
 	return unmount, nil
 }
 
-func writeRules(dir, text string) (string, error) {
-	p := filepath.Join(dir, "rules.yaml")
-	return p, os.WriteFile(p, []byte(text), 0o644)
+// zramRules are the rules of the hotplug benchmarks: one resource per zram
+// device, in the old daemon's format.
+const zramRules = "- devicematch: ^zram[0-9]+$\n  nummaxdevices: 1\n"
+
+// newRun makes a directory below the work directory for one daemon run:
+// its rule file (holding rules) and its plugin directory, served by a
+// fake kubelet the caller stops.
+func newRun(c *config, prefix, rules string) (dir, rulesFile string, k *plugintest.FakeKubelet, err error) {
+	if dir, err = os.MkdirTemp(c.workDir, prefix); err != nil {
+		return "", "", nil, err
+	}
+	rulesFile = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
+		return "", "", nil, err
+	}
+	k, err = plugintest.StartFakeKubelet(dir)
+	return dir, rulesFile, k, err
+}
+
+// newZramRun is newRun with zramRules and an independent uevent listener,
+// which the caller closes too.
+func newZramRun(ctx context.Context, c *config, prefix string) (dir, rulesFile string, k *plugintest.FakeKubelet, l *listener, err error) {
+	if dir, rulesFile, k, err = newRun(c, prefix, zramRules); err != nil {
+		return "", "", nil, nil, err
+	}
+	if l, err = listen(ctx); err != nil {
+		k.Stop()
+		return "", "", nil, nil, err
+	}
+	return dir, rulesFile, k, l, nil
 }

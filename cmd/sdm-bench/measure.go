@@ -71,23 +71,11 @@ func latency(ctx context.Context, c *config, source string, fresh bool) ([]serie
 		}
 		defer stop()
 	}
-	dir, err := os.MkdirTemp(c.workDir, "lat")
-	if err != nil {
-		return nil, err
-	}
-	rules, err := writeRules(dir, "- devicematch: ^zram[0-9]+$\n  nummaxdevices: 1\n")
-	if err != nil {
-		return nil, err
-	}
-	k, err := plugintest.StartFakeKubelet(dir)
+	dir, rules, k, l, err := newZramRun(ctx, c, "lat")
 	if err != nil {
 		return nil, err
 	}
 	defer k.Stop()
-	l, err := listen(ctx)
-	if err != nil {
-		return nil, err
-	}
 	defer l.close()
 	removeAfter := "0"
 	if fresh {

@@ -30,23 +30,11 @@ type stormResult struct {
 // devices present.
 func storm(ctx context.Context, c *config) (stormResult, error) {
 	var r stormResult
-	dir, err := os.MkdirTemp(c.workDir, "storm")
-	if err != nil {
-		return r, err
-	}
-	rules, err := writeRules(dir, "- devicematch: ^zram[0-9]+$\n  nummaxdevices: 1\n")
-	if err != nil {
-		return r, err
-	}
-	k, err := plugintest.StartFakeKubelet(dir)
+	dir, rules, k, l, err := newZramRun(ctx, c, "storm")
 	if err != nil {
 		return r, err
 	}
 	defer k.Stop()
-	l, err := listen(ctx)
-	if err != nil {
-		return r, err
-	}
 	defer l.close()
 	d, err := startDaemon(c, "--config", rules, "--plugin-dir", dir, "--uevent-source", "kernel",
 		"--remove-after", "0", "--resync", "1h")
