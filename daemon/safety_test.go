@@ -62,25 +62,11 @@ func TestPluginDirIsDangerous(t *testing.T) {
 	}
 }
 
-// diskHost is a VM with three virtio disks: vda with two partitions, vda1
-// mounted; vdb with one partition that dm-0 maps onto, dm-0 mounted; vdc
-// unused.
-func diskHost() *hwfixture.Machine {
-	m := hwfixture.New(false)
-	vda := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:04.0", Virtio: 2, Index: 0, Partitions: 2})
-	vdb := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:05.0", Virtio: 3, Index: 1, Partitions: 1})
-	m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:06.0", Virtio: 4, Index: 2})
-	dm := m.Plug(hwfixture.Mapper{N: 0, Name: "vg0-data", On: []*hwfixture.PluggedNode{vdb.Node("vdb1")}})
-	m.Mount(vda.Node("vda1"), "/var/lib/kubelet", "ext4")
-	m.Mount(dm.Node("dm-0"), "/srv", "xfs")
-	return m
-}
-
 // A block device that holds a mounted filesystem, itself or through a
 // partition, or that a stacked device holds, is refused; its idle
 // siblings are not.
 func TestBlockDevicesInUseRefused(t *testing.T) {
-	m := diskHost()
+	m := hwfixture.DiskVM()
 	s := &safety{devRoot: "/dev", devFS: m.Dev, sysFS: m.Sys, procFS: m.Proc}
 	for node, want := range map[string]string{
 		"vda":  "it holds a mounted filesystem", // through vda1
@@ -124,7 +110,7 @@ func TestBlockVerdictRenewedAfterResync(t *testing.T) {
 // given (--sys-root), with a warning naming the node and why, and serves
 // the others.
 func TestDaemonRefusesDisksInUse(t *testing.T) {
-	m := diskHost()
+	m := hwfixture.DiskVM()
 	h := newHarness(t, "version: v1\nrules:\n  - match: ^(vd[a-z][0-9]*|dm-[0-9]+)$\n", func(o *Options) {
 		o.DevFS, o.SysFS, o.ProcFS = m.Dev, m.Sys, m.Proc
 	})

@@ -14,22 +14,8 @@ import (
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
-// diskMachine is a VM with three virtio disks: vda with two partitions,
-// vda1 mounted; vdb with one partition that dm-0 maps onto, dm-0 mounted;
-// vdc unused.
-func diskMachine() *hwfixture.Machine {
-	m := hwfixture.New(false)
-	vda := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:04.0", Virtio: 2, Index: 0, Partitions: 2})
-	vdb := m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:05.0", Virtio: 3, Index: 1, Partitions: 1})
-	m.Plug(hwfixture.VirtioDisk{Addr: "0000:00:06.0", Virtio: 4, Index: 2})
-	dm := m.Plug(hwfixture.Mapper{N: 0, Name: "vg0-data", On: []*hwfixture.PluggedNode{vdb.Node("vdb1")}})
-	m.Mount(vda.Node("vda1"), "/var/lib/kubelet", "ext4")
-	m.Mount(dm.Node("dm-0"), "/srv/my data", "xfs")
-	return m
-}
-
 func TestBlockUse(t *testing.T) {
-	m := diskMachine()
+	m := hwfixture.DiskVM()
 	r := NewReader(m.Sys, m.Run).WithProc(m.Proc)
 	for _, tc := range []struct {
 		major, minor uint32
@@ -55,7 +41,7 @@ func TestBlockUse(t *testing.T) {
 
 // Without a mount table nothing is mounted; holders still count.
 func TestBlockUseWithoutProc(t *testing.T) {
-	m := diskMachine()
+	m := hwfixture.DiskVM()
 	r := NewReader(m.Sys, nil)
 	if u, err := r.BlockUse(254, 1); err != nil || u.Mounted {
 		t.Errorf("BlockUse(vda1) with no mount table = %+v, %v; want not mounted", u, err)

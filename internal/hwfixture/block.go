@@ -80,6 +80,22 @@ func (mp Mapper) layout(b *builder) {
 	}
 }
 
+// DiskVM is a VM with three virtio disks in use in every way the daemon
+// must notice: vda with two partitions, vda1 mounted at /var/lib/kubelet;
+// vdb with one partition that dm-0 (LVM's vg0-data) maps onto, dm-0
+// mounted at "/srv/my data"; vdc unused. It is not one of Machines, as no
+// disk is (see above).
+func DiskVM() *Machine {
+	m := New(false)
+	vda := m.Plug(VirtioDisk{Addr: "0000:00:04.0", Virtio: 2, Index: 0, Partitions: 2})
+	vdb := m.Plug(VirtioDisk{Addr: "0000:00:05.0", Virtio: 3, Index: 1, Partitions: 1})
+	m.Plug(VirtioDisk{Addr: "0000:00:06.0", Virtio: 4, Index: 2})
+	dm := m.Plug(Mapper{N: 0, Name: "vg0-data", On: []*PluggedNode{vdb.Node("vdb1")}})
+	m.Mount(vda.Node("vda1"), "/var/lib/kubelet", "ext4")
+	m.Mount(dm.Node("dm-0"), "/srv/my data", "xfs")
+	return m
+}
+
 // disk lays out the disk name below dir (…/block) with its node, its
 // holders/ and slaves/ directories and its /sys/block link, and returns
 // its directory.
