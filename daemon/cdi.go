@@ -3,14 +3,14 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
-
-	"github.com/smarter-project/smarter-device-manager/plugin"
 )
 
 // cdiClassRE is what a CDI kind's class may be (the CDI spec's rule).
@@ -30,34 +30,39 @@ func cdiFile(dir, kind string) string {
 	return filepath.Join(dir, strings.ReplaceAll(kind, "/", "-")+".json")
 }
 
-// writeCDISpec writes the CDI spec of a snapshot: one CDI device per ID,
-// with the nodes, environment and mounts Allocate would have returned.
-// It is replaced atomically and readable by all (0644), as runtimes read
-// it when they create a container.
-func writeCDISpec(dir, kind string, snap plugin.Snapshot) error {
+// cdiSpec renders a resource as a CDI spec: one CDI device per ID, with
+// the nodes, environment and mounts Allocate would have returned for it
+// (pluginEdits).
+func cdiSpec(kind string, r resource) *cdispec.Spec {
 	spec := &cdispec.Spec{Kind: kind}
-	var env []string
-	for k, v := range snap.Envs {
-		env = append(env, k+"="+v)
-	}
-	var mounts []*cdispec.Mount
-	for _, m := range snap.Mounts {
-		opts := []string{"bind", "rw"}
-		if m.ReadOnly {
-			opts = []string{"bind", "ro"}
+	for _, u := range r.units {
+		specs, envs, mounts := pluginEdits(r, u)
+		edits := cdispec.ContainerEdits{}
+		for _, k := range slices.Sorted(maps.Keys(envs)) {
+			edits.Env = append(edits.Env, k+"="+envs[k])
 		}
-		mounts = append(mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
-	}
-	for _, d := range snap.Devices {
-		var nodes []*cdispec.DeviceNode
-		for _, s := range append(append([]plugin.DeviceSpec(nil), snap.Specs...), snap.PerDevice[d.ID]...) {
-			nodes = append(nodes, &cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions})
+		for _, m := range mounts {
+			opts := []string{"bind", "rw"}
+			if m.ReadOnly {
+				opts = []string{"bind", "ro"}
+			}
+			edits.Mounts = append(edits.Mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
 		}
-		spec.Devices = append(spec.Devices, cdispec.Device{
-			Name:           d.ID,
-			ContainerEdits: cdispec.ContainerEdits{DeviceNodes: nodes, Env: env, Mounts: mounts},
-		})
+		for _, s := range specs {
+			edits.DeviceNodes = append(edits.DeviceNodes, &cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions})
+		}
+		for _, id := range unitIDs(u.key, r.count) {
+			spec.Devices = append(spec.Devices, cdispec.Device{Name: id, ContainerEdits: edits})
+		}
 	}
+	return spec
+}
+
+// writeCDISpec writes a resource's CDI spec. It is replaced atomically
+// and readable by all (0644), as runtimes read it when they create a
+// container.
+func writeCDISpec(dir, kind string, r resource) error {
+	spec := cdiSpec(kind, r)
 	version, err := cdispec.MinimumRequiredVersion(spec)
 	if err != nil {
 		return fmt.Errorf("CDI spec %s: %w", kind, err)

@@ -73,7 +73,9 @@ type Options struct {
 	// ProcFS replaces os.DirFS("/proc"), where the daemon reads its own
 	// mount table (self/mountinfo) to refuse mounted block devices.
 	ProcFS fs.FS
-	// ServerBackoff bounds the plugin servers' retry backoff (tests shorten it).
+	// ServerMinBackoff and ServerMaxBackoff bound the plugin servers'
+	// retry backoff (plugin.Options.MinBackoff, MaxBackoff); zero takes
+	// plugin's defaults, tests shorten them.
 	ServerMinBackoff, ServerMaxBackoff time.Duration
 }
 
@@ -81,23 +83,20 @@ func (o *Options) setDefaults() error {
 	if o.Config == nil {
 		return errors.New("daemon: no rule set")
 	}
-	if o.DevRoot == "" {
-		o.DevRoot = "/dev"
-	}
-	if o.SysRoot == "" {
-		o.SysRoot = "/sys"
-	}
-	if o.RunDir == "" {
-		o.RunDir = "/run"
-	}
-	if o.CDIDir == "" {
-		o.CDIDir = "/var/run/cdi"
-	}
-	if o.PluginDir == "" {
-		o.PluginDir = "/var/lib/kubelet/device-plugins"
-	}
-	if o.Prefix == "" {
-		o.Prefix = "smarter-devices"
+	for _, def := range []struct {
+		field *string
+		value string
+	}{
+		{&o.DevRoot, "/dev"},
+		{&o.SysRoot, "/sys"},
+		{&o.RunDir, "/run"},
+		{&o.CDIDir, "/var/run/cdi"},
+		{&o.PluginDir, "/var/lib/kubelet/device-plugins"},
+		{&o.Prefix, "smarter-devices"},
+	} {
+		if *def.field == "" {
+			*def.field = def.value
+		}
 	}
 	if err := conf.ValidPrefix(o.Prefix); err != nil {
 		return fmt.Errorf("resource prefix %q: %w", o.Prefix, err)
@@ -148,6 +147,8 @@ func Run(ctx context.Context, opts Options) error {
 		reg:           plugin.NewRegistrar(),
 		blockVerdicts: map[string]verdict{},
 		warned:        make(map[string]bool),
+		resources:     make(map[string]resource),
+		lastSeen:      make(map[string]seen),
 	}
 	defer d.reg.Close() // after every server has stopped (loop returns first)
 
@@ -196,7 +197,7 @@ type daemon struct {
 	log  zerolog.Logger
 	cfg  *conf.Config
 
-	servers map[string]*running // by resource name; owned by loop
+	servers map[string]*running // by resource name; owned by loop, as is all below
 	wake    chan struct{}
 	// configChanged is signalled by the rule file's directory watch.
 	configChanged chan struct{}
@@ -206,22 +207,16 @@ type daemon struct {
 	// that reads the same again does nothing and logs nothing.
 	lastRead   *readResult
 	lastFailed bool // and it failed
+	// resources is what runs, as the plan sees it: settings and units.
+	resources map[string]resource
+	// lastSeen is each plain resource as last read, its device's
+	// identity included: the rules are asked of it while it is absent.
+	lastSeen map[string]seen
 	// collect, when set (Plan), also receives every warning.
 	collect func(conf.Warning)
 	// blockVerdicts caches the dangerous-block-device check (see safety).
 	blockVerdicts map[string]verdict
 	serveWG       sync.WaitGroup
-}
-
-type running struct {
-	res         conf.Resource
-	srv         *plugin.Server
-	cancel      context.CancelFunc
-	done        chan struct{}
-	snap        plugin.Snapshot
-	absentSince time.Time          // zero while the device is present
-	dev         conf.Device        // as last seen, identity included
-	members     map[string]*member // a class resource's devices, by key
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {
@@ -374,227 +369,10 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
 		return
 	}
-	byPath, desired := st.byPath, st.desired
-
-	now := time.Now()
-	var next time.Time
-	soonest := func(t time.Time) {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	want := make(map[string]bool, len(desired))
-	for _, res := range desired {
-		want[res.Name] = true
-		if res.Members != nil {
-			r, ok := d.servers[res.Name]
-			members := map[string]*member{}
-			if ok && r.members != nil {
-				members = r.members
-			}
-			snap, deadline := d.classSnapshot(members, res, &d.cfg.Rules[res.Rule], &st, now)
-			soonest(deadline)
-			if !ok {
-				d.start(ctx, res, snap)
-				d.servers[res.Name].members = members
-				continue
-			}
-			r.res, r.members = res, members
-			d.update(r, snap)
-			continue
-		}
-		rule := &d.cfg.Rules[res.Rule]
-		snap := plainSnapshot(res.Count, buildContent(rule, res.Name, res.Permissions, d.resolveUnit(&st, rule, res.GPU, byPath[res.Path])), true)
-		r, ok := d.servers[res.Name]
-		if !ok {
-			d.start(ctx, res, snap)
-			d.servers[res.Name].dev = byPath[res.Path]
-			continue
-		}
-		r.dev = byPath[res.Path]
-		if !r.absentSince.IsZero() {
-			d.log.Info().Str("resource", res.Name).Str("device", res.Path).Msg("device back; healthy")
-			r.absentSince = time.Time{}
-		}
-		r.res = res
-		d.update(r, snap)
-	}
-
-	for name, r := range d.servers {
-		if want[name] {
-			continue
-		}
-		if r.members != nil {
-			// A class resource with none of its devices present.
-			rule, still := d.classWanted(name)
-			if !still {
-				d.log.Info().Str("resource", name).Msg("no rule asks for this resource any more; stopping")
-				d.stop(name)
-				continue
-			}
-			res := r.res
-			res.Members = nil
-			snap, deadline := d.classSnapshot(r.members, res, &d.cfg.Rules[rule], &st, now)
-			if len(r.members) == 0 {
-				d.log.Info().Str("resource", name).Msg("every device of the class stayed away; removing resource")
-				d.stop(name)
-				continue
-			}
-			soonest(deadline)
-			d.update(r, snap)
-			continue
-		}
-		res, still := d.stillWanted(r.res, r.dev)
-		if !still {
-			d.log.Info().Str("resource", name).Msg("no rule asks for this resource any more; stopping")
-			d.stop(name)
-			continue
-		}
-		if r.absentSince.IsZero() {
-			r.absentSince = now
-			d.log.Info().Str("resource", name).Str("device", res.Path).Msg("device removed; unhealthy")
-		}
-		if d.opts.RemoveAfter > 0 {
-			deadline := r.absentSince.Add(d.opts.RemoveAfter)
-			if !now.Before(deadline) {
-				d.log.Info().Str("resource", name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
-				d.stop(name)
-				continue
-			}
-			soonest(deadline)
-		}
-		r.res = res
-		d.update(r, absentSnapshot(res, r.snap))
-	}
+	acts, next := plan(d.desire(&st), d.resources, time.Now(), d.opts.RemoveAfter)
+	d.apply(ctx, acts)
 	removal.Stop()
 	if !next.IsZero() {
 		removal.Reset(time.Until(next))
 	}
-}
-
-func (d *daemon) start(ctx context.Context, res conf.Resource, snap plugin.Snapshot) {
-	snap.CDIKind = d.cdiKindFor(res)
-	d.writeCDI(snap)
-	srvCtx, cancel := context.WithCancel(ctx)
-	// plugin.Server tags its own log lines with the resource.
-	log := d.log.With().Str("resource", res.Name).Logger()
-	srv := plugin.NewServer(plugin.Options{
-		ResourceName: res.Name,
-		Socket:       res.Socket,
-		Dir:          d.opts.PluginDir,
-		Logger:       d.log,
-		MinBackoff:   d.opts.ServerMinBackoff,
-		MaxBackoff:   d.opts.ServerMaxBackoff,
-		Registrar:    d.reg,
-		// The plugin-dir watch kicks servers on every change, and the
-		// resync kicks them all: no per-server polling.
-		CheckInterval:       -1,
-		PreferredAllocation: preferredAllocation(res, snap),
-	}, snap)
-	r := &running{res: res, srv: srv, cancel: cancel, done: make(chan struct{}), snap: snap}
-	d.servers[res.Name] = r
-	log.Info().Str("device", deviceLabel(res)).Int("ids", res.Count).Msg("device added; starting resource")
-	d.serveWG.Go(func() {
-		defer close(r.done)
-		if err := srv.Run(srvCtx); err != nil {
-			log.Error().Err(err).Msg("plugin server stopped")
-		}
-	})
-}
-
-// preferredAllocation reports whether a resource offers the kubelet
-// GetPreferredAllocation: only where the choice of IDs matters. A class
-// resource's IDs stand for different devices; IDs with a NUMA node let the
-// choice follow the pod's placement. Every ID of any other resource hands
-// out the same nodes, and the kubelet's extra round trip before each
-// Allocate would be pure cost.
-func preferredAllocation(res conf.Resource, snap plugin.Snapshot) bool {
-	if res.Members != nil {
-		return true
-	}
-	for _, d := range snap.Devices {
-		if d.HasNUMA {
-			return true
-		}
-	}
-	return false
-}
-
-func (d *daemon) update(r *running, snap plugin.Snapshot) {
-	snap.CDIKind = d.cdiKindFor(r.res)
-	if r.snap.Equal(snap) {
-		return
-	}
-	if r.snap.CDIKind != snap.CDIKind {
-		// cdi: turned off (or the kind renamed): no spec may outlive it.
-		d.removeCDI(r.snap)
-	}
-	d.writeCDI(snap)
-	r.snap = snap
-	r.srv.Update(snap)
-}
-
-// cdiKindFor is the CDI kind of a resource whose rule says cdi: true, or
-// "" (also, with a warning, when the name cannot be a CDI kind).
-func (d *daemon) cdiKindFor(res conf.Resource) string {
-	if res.Rule >= len(d.cfg.Rules) || !d.cfg.Rules[res.Rule].CDI {
-		return ""
-	}
-	kind, err := cdiKind(res.Name)
-	if err != nil {
-		d.logWarnings([]conf.Warning{{Device: res.Path, Msg: "no CDI: " + err.Error()}})
-		return ""
-	}
-	return kind
-}
-
-// writeCDI writes a snapshot's CDI spec before any allocation can name it.
-func (d *daemon) writeCDI(snap plugin.Snapshot) {
-	if snap.CDIKind == "" {
-		return
-	}
-	if err := writeCDISpec(d.opts.CDIDir, snap.CDIKind, snap); err != nil {
-		d.opts.Stats.Errors.Add(1)
-		d.log.Error().Err(err).Str("dir", d.opts.CDIDir).Msg("cannot write CDI spec")
-	}
-}
-
-// removeCDI removes a stopped resource's CDI spec.
-func (d *daemon) removeCDI(snap plugin.Snapshot) {
-	if snap.CDIKind == "" {
-		return
-	}
-	if err := os.Remove(cdiFile(d.opts.CDIDir, snap.CDIKind)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.log.Warn().Err(err).Msg("cannot remove CDI spec")
-	}
-}
-
-// stop ends one server and waits for it, so its socket is gone before a
-// server of the same name could start again. plugin.Server bounds its own
-// shutdown, so this does not stall the loop for long.
-func (d *daemon) stop(name string) {
-	r := d.servers[name]
-	delete(d.servers, name)
-	r.cancel()
-	<-r.done
-	d.removeCDI(r.snap)
-}
-
-func (d *daemon) stopAll() {
-	for _, r := range d.servers {
-		r.cancel()
-	}
-	d.serveWG.Wait()
-	for _, r := range d.servers {
-		d.removeCDI(r.snap)
-	}
-	d.log.Info().Int("resources", len(d.servers)).Msg("stopped every plugin server")
-	clear(d.servers)
-}
-
-func deviceLabel(res conf.Resource) string {
-	if res.GPU != "" {
-		return "gpu." + res.GPU
-	}
-	return res.Path
 }

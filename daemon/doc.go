@@ -2,14 +2,26 @@
 // goroutine tree behind it.
 //
 // It is level-triggered: a uevent, a plugin-directory change, a reload or a
-// slow periodic resync only wakes the reconciler, which then reads the device
-// state afresh (hotplug.ScanDev, hotplug.ScanGPUs), turns it into desired
-// resources with the rules (conf.Config.Resolve), and diffs desired against
-// running: it starts a plugin.Server for a new resource, pushes a full
-// snapshot to an existing one (healthy, or unhealthy when its device has
-// gone), and stops a resource whose device stayed away longer than
-// RemoveAfter or that no rule asks for any more. A lost or spoofed event
-// therefore costs nothing: the next read is the truth.
+// slow periodic resync only wakes the event loop, which then reconciles in
+// four steps, one direction of data:
+//
+//   - read (resolve.go): scan the device state afresh (hotplug.ScanDev,
+//     hotplug.ScanGPUs), resolve it against the rules (conf.Config.Resolve)
+//     and read what each unit's content needs (nodes, links, NUMA node,
+//     serial, node group): a resolvedUnit, so nothing later does I/O;
+//   - desire (desire.go, content.go): the resources the rules make, each
+//     with its units (a plain resource is a class of one) and each unit's
+//     content, a pure function of the resolved unit and its rule;
+//   - plan (plan.go): a pure function of desired, running and the time:
+//     start, update, stop, with each unit present or absent (unhealthy)
+//     until RemoveAfter, and when to look again;
+//   - apply (apply.go): the device-plugin output, one plugin.Server per
+//     resource, given each resource rendered as a plugin.Snapshot and, for
+//     cdi rules, a CDI spec (render.go, cdi.go: two renderings of one
+//     value). Another output renders the same plan.
+//
+// A lost or spoofed event therefore costs nothing: the next read is the
+// truth.
 //
 // It does not parse rule files (conf), talk netlink (hotplug) or speak gRPC
 // (plugin); it declares the small EventSource interface it consumes so tests

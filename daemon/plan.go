@@ -1,82 +1,200 @@
 package daemon
 
 import (
+	"maps"
 	"slices"
 	"strings"
-
-	"github.com/rs/zerolog"
-
-	"github.com/smarter-project/smarter-device-manager/conf"
+	"time"
 )
 
-// PlanEntry is what the daemon would do with one device node (or GPU).
-type PlanEntry struct {
-	Device   string   `json:"device"`             // path below the device root, or gpu.N
-	Rule     string   `json:"rule,omitempty"`     // file:line (match) of the rule that took it
-	Resource string   `json:"resource,omitempty"` // the resource it would be part of
-	IDs      []string `json:"ids,omitempty"`      // the device IDs it would be advertised under
-	Note     string   `json:"note,omitempty"`     // why no rule took it, or a warning about it
+// resource is one resource as the plan sees it: what the rules ask for
+// (every unit present), or what runs (units present or absent).
+type resource struct {
+	settings
+	// units are the resource's allocatable units, sorted by key: one for
+	// a plain resource (key ""), one per physical device for a class.
+	units []unit
 }
 
-// Plan reads the device state once, exactly as Run does, and returns, for
-// every device node (and GPU), the rule that matched it and the resource
-// and IDs it would get, or why none did. It starts nothing.
-func Plan(opts Options) ([]PlanEntry, error) {
-	if err := opts.setDefaults(); err != nil {
-		return nil, err
-	}
-	d := &daemon{opts: opts, log: zerolog.Nop(), cfg: opts.Config, warned: map[string]bool{}, blockVerdicts: map[string]verdict{}}
-	notes := map[string][]string{}
-	d.collect = func(w conf.Warning) { notes[w.Device] = append(notes[w.Device], w.Msg) }
-	st, err := d.read()
-	if err != nil {
-		return nil, err
-	}
-	byDevice := map[string]PlanEntry{}
-	put := func(dev string, res conf.Resource, ids []string) {
-		r := &d.cfg.Rules[res.Rule]
-		byDevice[dev] = PlanEntry{Device: dev, Rule: r.Pos.String() + " (" + r.Match + ")", Resource: res.Name, IDs: ids}
-	}
-	for _, res := range st.desired {
-		switch {
-		case res.Members != nil:
-			for _, m := range res.Members {
-				ids := m.IDs(res.Count)
-				put(m.Path, res, ids)
-				for _, o := range m.Others {
-					put(o.Path, res, ids)
-				}
-			}
-		case res.GPU != "":
-			put("gpu."+res.GPU, res, deviceIDStrings(res.Count))
-		default:
-			put(res.Path, res, deviceIDStrings(res.Count))
-		}
-	}
-	var out []PlanEntry
-	for _, n := range st.nodes {
-		e, ok := byDevice[n.Path]
+// settings are what the rules say of a resource as a whole. It is
+// comparable, so a field added here is compared by resource.equal.
+type settings struct {
+	name   string // e.g. smarter-devices/ttyUSB0
+	socket string // the plugin socket's base name
+	// class: each unit is a member with IDs of its own, derived from its
+	// key; otherwise the resource is a class of one whose IDs are
+	// "0" … "count-1" (unitIDs).
+	class   bool
+	count   int    // IDs per unit
+	cdiKind string // the CDI kind when the rule says cdi: true; "" otherwise
+}
+
+// unit is one allocatable unit of a resource: a class member (a physical
+// device with all its nodes), or the whole of a plain resource.
+type unit struct {
+	key    string // member key; "" for a plain resource
+	device string // its first node or directory (or gpu.N), for logs
+	// content is what a container gets with it; an absent unit keeps what
+	// it last had.
+	content content
+	// absentSince is when the unit was first found gone; zero while present.
+	absentSince time.Time
+}
+
+// equal reports whether two resources are the same to every output.
+func (r resource) equal(o resource) bool {
+	return r.settings == o.settings && slices.EqualFunc(r.units, o.units, unit.equal)
+}
+
+func (u unit) equal(o unit) bool {
+	return u.key == o.key && u.device == o.device && u.absentSince.Equal(o.absentSince) && u.content.equal(o.content)
+}
+
+// present reports whether the unit was there at the last read.
+func (u unit) present() bool { return u.absentSince.IsZero() }
+
+// op is what an action does to a resource.
+type op int
+
+const (
+	opStart  op = iota + 1 // a new resource: start its outputs
+	opUpdate               // a running resource changed
+	opStop                 // stop it: why says why
+)
+
+// stopReason says why a resource stops.
+type stopReason int
+
+const (
+	stopUnwanted stopReason = iota + 1 // no rule makes it any more
+	stopAway                           // every unit stayed away longer than remove-after
+)
+
+// change is what happened to one unit.
+type change int
+
+const (
+	unitAdded   change = iota + 1 // new: present for the first time
+	unitBack                      // present again after being absent
+	unitGone                      // found absent: unhealthy (tainted) from now on
+	unitRemoved                   // absent longer than remove-after: its IDs go
+)
+
+// unitChange is a change of one unit, for the applier's log (and an
+// output that marks absent units itself, e.g. with a taint).
+type unitChange struct {
+	key, device string
+	what        change
+}
+
+// action is one step the plan asks of the applier.
+type action struct {
+	op   op
+	name string
+	// res is the resource as it is to be: for opStart and opUpdate the
+	// state to apply, for opStop the state it had.
+	res     resource
+	changes []unitChange
+	why     stopReason // opStop only
+}
+
+// plan moves running towards desired: it starts a resource the rules ask
+// for and that does not run, updates one whose settings or units changed,
+// and stops one no rule asks for. A unit missing from desired stays, absent
+// (its IDs unhealthy) with the content it last had, until removeAfter
+// (0: forever), then goes; a resource whose every unit went stops. A unit
+// back under the same key is present again, under the same IDs.
+//
+// desired holds one entry per resource the rules make, with its present
+// units; an entry with none is a resource the rules still make though
+// none of its devices is here. plan is a pure function: it returns the
+// actions, sorted by resource name, and the earliest removal deadline
+// still ahead (zero if none), when it must run again.
+func plan(desired []resource, running map[string]resource, now time.Time, removeAfter time.Duration) ([]action, time.Time) {
+	var acts []action
+	var next time.Time
+	wanted := make(map[string]bool, len(desired))
+	for _, want := range desired {
+		wanted[want.name] = true
+		cur, ok := running[want.name]
 		if !ok {
-			e = PlanEntry{Device: n.Path, Note: "no rule matches"}
+			if len(want.units) == 0 {
+				continue // nothing to serve, nothing served
+			}
+			a := action{op: opStart, name: want.name, res: want}
+			for _, u := range want.units {
+				a.changes = append(a.changes, unitChange{u.key, u.device, unitAdded})
+			}
+			acts = append(acts, a)
+			continue
 		}
-		if msgs := notes[n.Path]; len(msgs) > 0 {
-			e.Note = strings.Join(msgs, "; ")
+		units, changes, deadline := mergeUnits(cur, want, now, removeAfter)
+		if !deadline.IsZero() && (next.IsZero() || deadline.Before(next)) {
+			next = deadline
 		}
-		out = append(out, e)
-		delete(byDevice, n.Path)
+		res := resource{settings: want.settings, units: units}
+		switch {
+		case len(units) == 0:
+			acts = append(acts, action{op: opStop, name: want.name, res: cur, changes: changes, why: stopAway})
+		case !res.equal(cur):
+			acts = append(acts, action{op: opUpdate, name: want.name, res: res, changes: changes})
+		}
 	}
-	for dev, e := range byDevice { // GPUs
-		e.Note = strings.Join(notes[dev], "; ")
-		out = append(out, e)
+	for _, name := range slices.Sorted(maps.Keys(running)) {
+		if !wanted[name] {
+			acts = append(acts, action{op: opStop, name: name, res: running[name], why: stopUnwanted})
+		}
 	}
-	slices.SortStableFunc(out, func(a, b PlanEntry) int { return strings.Compare(a.Device, b.Device) })
-	return out, nil
+	slices.SortStableFunc(acts, func(a, b action) int { return strings.Compare(a.name, b.name) })
+	return acts, next
 }
 
-func deviceIDStrings(count int) []string {
-	var ids []string
-	for _, d := range deviceIDs(count, true) {
-		ids = append(ids, d.ID)
+// mergeUnits merges the units present now (want) into those a running
+// resource has: present ones take their new content, absent ones are
+// marked so (once) and dropped past removeAfter. It returns the units,
+// sorted by key, what changed, and the earliest removal deadline ahead.
+func mergeUnits(cur, want resource, now time.Time, removeAfter time.Duration) ([]unit, []unitChange, time.Time) {
+	var units []unit
+	var changes []unitChange
+	var next time.Time
+	had := make(map[string]unit, len(cur.units))
+	if cur.class == want.class {
+		// A rule that turned a plain resource into a class of the same
+		// name (or back) changes what its IDs are: none carries over.
+		for _, u := range cur.units {
+			had[u.key] = u
+		}
 	}
-	return ids
+	for _, u := range want.units {
+		old, ok := had[u.key]
+		switch {
+		case !ok:
+			changes = append(changes, unitChange{u.key, u.device, unitAdded})
+		case !old.present():
+			changes = append(changes, unitChange{u.key, u.device, unitBack})
+		}
+		delete(had, u.key)
+		units = append(units, u)
+	}
+	for _, u := range had {
+		if u.present() {
+			u.absentSince = now
+			changes = append(changes, unitChange{u.key, u.device, unitGone})
+		}
+		if removeAfter > 0 {
+			deadline := u.absentSince.Add(removeAfter)
+			if !now.Before(deadline) {
+				changes = append(changes, unitChange{u.key, u.device, unitRemoved})
+				continue
+			}
+			if next.IsZero() || deadline.Before(next) {
+				next = deadline
+			}
+		}
+		units = append(units, u)
+	}
+	slices.SortFunc(units, func(a, b unit) int { return strings.Compare(a.key, b.key) })
+	// Map order must not reach the log.
+	slices.SortStableFunc(changes, func(a, b unitChange) int { return strings.Compare(a.key, b.key) })
+	return units, changes, next
 }

@@ -2,11 +2,9 @@ package daemon
 
 import (
 	"testing"
+	"time"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
-
-	"github.com/smarter-project/smarter-device-manager/conf"
-	"github.com/smarter-project/smarter-device-manager/plugin"
 )
 
 // The kubelet calls GetPreferredAllocation before every Allocate with more
@@ -32,23 +30,21 @@ func TestPreferredAllocationOffered(t *testing.T) {
 }
 
 func TestPreferredAllocationPolicy(t *testing.T) {
-	plain := conf.Resource{Name: "smarter-devices/ttyUSB0", Count: 2}
-	class := conf.Resource{Name: "smarter-devices/modems", Members: []conf.Member{}}
-	two := []plugin.Device{{ID: "0", Healthy: true}, {ID: "1", Healthy: true}}
-	numa := []plugin.Device{{ID: "0", Healthy: true, NUMANode: 1, HasNUMA: true}, {ID: "1", Healthy: true, NUMANode: 1, HasNUMA: true}}
+	plain := settings{name: "smarter-devices/ttyUSB0", count: 2}
+	class := settings{name: "smarter-devices/modems", class: true}
+	one := []unit{{device: "ttyUSB0"}}
+	numa := []unit{{device: "ttyUSB0", content: content{NUMANode: 1, HasNUMA: true}}}
 	for _, tc := range []struct {
 		name string
-		res  conf.Resource
-		devs []plugin.Device
+		res  resource
 		want bool
 	}{
-		{"plain", plain, two, false},
-		{"plain, no devices", plain, nil, false},
-		{"plain on a NUMA node", plain, numa, true},
-		{"class", class, two, true},
-		{"class with no member present", class, nil, true},
+		{"plain", resource{plain, one}, false},
+		{"plain on a NUMA node", resource{plain, numa}, true},
+		{"class", resource{class, []unit{{key: "a"}, {key: "b"}}}, true},
+		{"class with no member present", resource{class, []unit{{key: "a", absentSince: time.Unix(1, 0)}}}, true},
 	} {
-		if got := preferredAllocation(tc.res, plugin.Snapshot{Devices: tc.devs}); got != tc.want {
+		if got := preferredAllocation(tc.res); got != tc.want {
 			t.Errorf("%s: preferredAllocation = %v; want %v", tc.name, got, tc.want)
 		}
 	}

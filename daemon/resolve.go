@@ -124,26 +124,6 @@ func nodeGroup(hostPath string) (uint32, bool) {
 	return st.Gid, true
 }
 
-// stillWanted asks the current rules whether an absent device would still
-// give the same resource, and with what settings (a reload may have changed
-// its count or permissions, or dropped its rule).
-func (d *daemon) stillWanted(old conf.Resource, last conf.Device) (conf.Resource, bool) {
-	var devs []conf.Device
-	var gpus []string
-	if old.GPU != "" {
-		gpus = []string{old.GPU}
-	} else {
-		devs = []conf.Device{last}
-	}
-	res, _ := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
-	for _, r := range res {
-		if r.Name == old.Name {
-			return r, true
-		}
-	}
-	return conf.Resource{}, false
-}
-
 func (d *daemon) logWarnings(warns []conf.Warning) {
 	for _, w := range warns {
 		if d.collect != nil {

@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/smarter-project/smarter-device-manager/plugin"
+)
+
+// running is the device-plugin output of one resource: its plugin server
+// and the snapshot it was last given.
+type running struct {
+	srv    *plugin.Server
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the server's Run has returned
+	snap   plugin.Snapshot
+}
+
+// apply carries out the plan's actions on the device-plugin output, and
+// keeps d.resources, the plan's view of what runs, in step with it.
+func (d *daemon) apply(ctx context.Context, acts []action) {
+	for _, a := range acts {
+		class := a.res.class
+		for _, c := range a.changes {
+			d.logChange(a.name, class, c)
+		}
+		switch a.op {
+		case opStart:
+			d.start(ctx, a.res)
+		case opUpdate:
+			d.resources[a.name] = a.res
+			d.update(d.servers[a.name], a.res)
+		case opStop:
+			switch {
+			case a.why == stopUnwanted:
+				d.log.Info().Str("resource", a.name).Msg("no rule asks for this resource any more; stopping")
+			case class:
+				d.log.Info().Str("resource", a.name).Msg("every device of the class stayed away; removing resource")
+			default:
+				d.log.Info().Str("resource", a.name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
+			}
+			delete(d.resources, a.name)
+			delete(d.lastSeen, a.name)
+			d.stop(a.name)
+		}
+	}
+}
+
+// logChange says what happened to one unit. A plain resource's unit comes
+// and goes with the resource, which says so itself.
+func (d *daemon) logChange(name string, class bool, c unitChange) {
+	ev := d.log.Info().Str("resource", name).Str("device", c.device)
+	if class {
+		ev = ev.Str("id", c.key)
+	}
+	switch {
+	case c.what == unitAdded && class:
+		ev.Msg("device added to class")
+	case c.what == unitBack:
+		ev.Msg("device back; healthy")
+	case c.what == unitGone:
+		ev.Msg("device removed; unhealthy")
+	case c.what == unitRemoved && class:
+		ev.Msg("device stayed away; its IDs removed")
+	}
+}
+
+func (d *daemon) start(ctx context.Context, r resource) {
+	snap := snapshot(r)
+	d.writeCDI(r)
+	srvCtx, cancel := context.WithCancel(ctx)
+	srv := plugin.NewServer(plugin.Options{
+		ResourceName: r.name,
+		Socket:       r.socket,
+		Dir:          d.opts.PluginDir,
+		Logger:       d.log, // the server tags its lines with the resource itself
+		MinBackoff:   d.opts.ServerMinBackoff,
+		MaxBackoff:   d.opts.ServerMaxBackoff,
+		Registrar:    d.reg,
+		// The plugin-dir watch kicks servers on every change, and the
+		// resync kicks them all: no per-server polling.
+		CheckInterval:       -1,
+		PreferredAllocation: preferredAllocation(r),
+	}, snap)
+	s := &running{srv: srv, cancel: cancel, done: make(chan struct{}), snap: snap}
+	d.servers[r.name] = s
+	d.resources[r.name] = r
+	ev := d.log.Info().Str("resource", r.name)
+	if !r.class {
+		ev = ev.Str("device", r.units[0].device)
+	}
+	ev.Int("ids", r.count).Msg("device added; starting resource")
+	d.serveWG.Go(func() {
+		defer close(s.done)
+		if err := srv.Run(srvCtx); err != nil {
+			d.log.Error().Err(err).Str("resource", r.name).Msg("plugin server stopped")
+		}
+	})
+}
+
+// update gives a running server the resource's new snapshot; one that
+// renders the same changes nothing.
+func (d *daemon) update(s *running, r resource) {
+	snap := snapshot(r)
+	if s.snap.Equal(snap) {
+		return
+	}
+	if s.snap.CDIKind != snap.CDIKind {
+		// cdi: turned off (or the kind renamed): no spec may outlive it.
+		d.removeCDI(s.snap.CDIKind)
+	}
+	d.writeCDI(r)
+	s.snap = snap
+	s.srv.Update(snap)
+}
+
+// writeCDI writes a resource's CDI spec before any allocation can name it.
+func (d *daemon) writeCDI(r resource) {
+	if r.cdiKind == "" {
+		return
+	}
+	if err := writeCDISpec(d.opts.CDIDir, r.cdiKind, r); err != nil {
+		d.opts.Stats.Errors.Add(1)
+		d.log.Error().Err(err).Str("dir", d.opts.CDIDir).Msg("cannot write CDI spec")
+	}
+}
+
+// removeCDI removes the CDI spec of a kind ("" has none).
+func (d *daemon) removeCDI(kind string) {
+	if kind == "" {
+		return
+	}
+	if err := os.Remove(cdiFile(d.opts.CDIDir, kind)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.log.Warn().Err(err).Msg("cannot remove CDI spec")
+	}
+}
+
+// stop ends one server and waits for it, so its socket is gone before a
+// server of the same name could start again. plugin.Server bounds its own
+// shutdown, so this does not stall the loop for long.
+func (d *daemon) stop(name string) {
+	s := d.servers[name]
+	delete(d.servers, name)
+	s.cancel()
+	<-s.done
+	d.removeCDI(s.snap.CDIKind)
+}
+
+func (d *daemon) stopAll() {
+	for _, s := range d.servers {
+		s.cancel()
+	}
+	d.serveWG.Wait()
+	for _, s := range d.servers {
+		d.removeCDI(s.snap.CDIKind)
+	}
+	d.log.Info().Int("resources", len(d.servers)).Msg("stopped every plugin server")
+	clear(d.servers)
+	clear(d.resources)
+}
