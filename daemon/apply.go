@@ -21,6 +21,13 @@ type running struct {
 // keeps d.resources, the plan's view of what runs, in step with it.
 func (d *daemon) apply(ctx context.Context, acts []action) {
 	for _, a := range acts {
+		if _, busy := d.stopping[a.name]; busy && a.op == opStart {
+			// Its previous server still shuts down, and its clean-up (the
+			// CDI spec) would undo the new one's: start once it is reaped.
+			d.deferred = true
+			d.log.Debug().Str("resource", a.name).Msg("waiting for the resource's previous server to stop")
+			continue
+		}
 		class := a.res.class
 		for _, c := range a.changes {
 			d.logChange(a.name, class, c)
@@ -92,7 +99,10 @@ func (d *daemon) start(ctx context.Context, r resource) {
 	}
 	ev.Int("ids", r.count).Msg("device added; starting resource")
 	d.serveWG.Go(func() {
-		defer close(s.done)
+		defer func() {
+			close(s.done)
+			signal(d.reaped)
+		}()
 		if err := srv.Run(srvCtx); err != nil {
 			d.log.Error().Err(err).Str("resource", r.name).Msg("plugin server stopped")
 		}
@@ -136,17 +146,42 @@ func (d *daemon) removeCDI(kind string) {
 	}
 }
 
-// stop ends one server and waits for it, so its socket is gone before a
-// server of the same name could start again. plugin.Server bounds its own
-// shutdown, so this does not stall the loop for long.
+// stop cancels one server and moves it to d.stopping, without waiting:
+// each server's shutdown is bounded (plugin.Server's grace period) but a
+// kubelet that holds its connection makes it last that long, and a reload
+// that drops many resources must neither wait for them in turn nor keep
+// the loop from answering meanwhile. reap finishes the stop.
 func (d *daemon) stop(name string) {
 	s := d.servers[name]
 	delete(d.servers, name)
 	s.cancel()
-	<-s.done
-	d.removeCDI(s.snap.CDIKind)
+	d.stopping[name] = s
 }
 
+// reap finishes the stops whose server has returned (its socket is gone):
+// their CDI specs go. It reports whether a start waited while one of them
+// stopped: a reconcile then starts it (or defers it again, if what it
+// waits for still stops).
+func (d *daemon) reap() bool {
+	reaped := false
+	for name, s := range d.stopping {
+		select {
+		case <-s.done:
+			d.removeCDI(s.snap.CDIKind)
+			delete(d.stopping, name)
+			reaped = true
+		default:
+		}
+	}
+	if !reaped || !d.deferred {
+		return false
+	}
+	d.deferred = false
+	return true
+}
+
+// stopAll stops every server, those already stopping included, all at
+// once, and waits for them.
 func (d *daemon) stopAll() {
 	for _, s := range d.servers {
 		s.cancel()
@@ -155,6 +190,7 @@ func (d *daemon) stopAll() {
 	for _, s := range d.servers {
 		d.removeCDI(s.snap.CDIKind)
 	}
+	d.reap()
 	d.log.Info().Int("resources", len(d.servers)).Msg("stopped every plugin server")
 	clear(d.servers)
 	clear(d.resources)

@@ -137,19 +137,8 @@ func Run(ctx context.Context, opts Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	d := &daemon{
-		opts:          opts,
-		log:           opts.Logger,
-		cfg:           opts.Config,
-		servers:       make(map[string]*running),
-		wake:          make(chan struct{}, 1),
-		configChanged: make(chan struct{}, 1),
-		reg:           plugin.NewRegistrar(),
-		blockVerdicts: map[string]verdict{},
-		warned:        make(map[string]bool),
-		resources:     make(map[string]resource),
-		lastSeen:      make(map[string]seen),
-	}
+	d := newDaemon(opts)
+	d.reg = plugin.NewRegistrar()
 	defer d.reg.Close() // after every server has stopped (loop returns first)
 
 	var wg sync.WaitGroup
@@ -183,6 +172,25 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// newDaemon returns the daemon's state for opts, defaults applied; Run
+// adds the registrar.
+func newDaemon(opts Options) *daemon {
+	return &daemon{
+		opts:          opts,
+		log:           opts.Logger,
+		cfg:           opts.Config,
+		servers:       make(map[string]*running),
+		stopping:      make(map[string]*running),
+		reaped:        make(chan struct{}, 1),
+		resources:     make(map[string]resource),
+		lastSeen:      make(map[string]seen),
+		wake:          make(chan struct{}, 1),
+		configChanged: make(chan struct{}, 1),
+		blockVerdicts: map[string]verdict{},
+		warned:        make(map[string]bool),
+	}
+}
+
 // signal is a non-blocking send on a capacity-1 channel: a burst of calls
 // coalesces into one pending wake-up.
 func signal(ch chan struct{}) {
@@ -198,7 +206,12 @@ type daemon struct {
 	cfg  *conf.Config
 
 	servers map[string]*running // by resource name; owned by loop, as is all below
-	wake    chan struct{}
+	// stopping are the servers of resources that went, until their Run
+	// returns and reaped says so.
+	stopping map[string]*running
+	reaped   chan struct{} // signalled by each server whose Run returned
+	deferred bool          // a start waits for its name's previous server to stop
+	wake     chan struct{}
 	// configChanged is signalled by the rule file's directory watch.
 	configChanged chan struct{}
 	reg           *plugin.Registrar // one kubelet connection for every registration
@@ -265,6 +278,12 @@ func (d *daemon) loop(ctx context.Context) {
 			d.reload()
 		case <-d.configChanged:
 			d.reload()
+		case <-d.reaped:
+			// A server stopped: finish its stop, and start what waited
+			// for it.
+			if !d.reap() {
+				continue
+			}
 		case reply := <-d.opts.Probe.reqs:
 			reply <- d.report()
 			continue

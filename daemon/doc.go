@@ -21,7 +21,10 @@
 //     value). Another output renders the same plan.
 //
 // A lost or spoofed event therefore costs nothing: the next read is the
-// truth.
+// truth. The servers of resources that go are stopped all at once, off the
+// loop (a kubelet that holds its connections makes each stop last the
+// plugin's grace period), so the loop keeps answering meanwhile; a
+// resource back before its old server has stopped starts once it has.
 //
 // It does not parse rule files (conf), talk netlink (hotplug) or speak gRPC
 // (plugin); it declares the small EventSource interface it consumes so tests

@@ -25,7 +25,8 @@ func Plan(opts Options) ([]PlanEntry, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	d := &daemon{opts: opts, log: zerolog.Nop(), cfg: opts.Config, warned: map[string]bool{}, blockVerdicts: map[string]verdict{}}
+	opts.Logger = zerolog.Nop()
+	d := newDaemon(opts)
 	notes := map[string][]string{}
 	d.collect = func(w conf.Warning) { notes[w.Device] = append(notes[w.Device], w.Msg) }
 	st, err := d.read()

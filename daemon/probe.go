@@ -24,6 +24,9 @@ type Report struct {
 	// WaitingForKubelet: the plugin directory has no kubelet socket, so no
 	// resource can register (the kubelet has not started, or is restarting).
 	WaitingForKubelet bool
+	// Stopping counts the servers of resources that went, still shutting
+	// down (each within the plugin's grace period).
+	Stopping int
 }
 
 // ResourceStatus is one running resource's state.
@@ -66,6 +69,7 @@ func (d *daemon) report() Report {
 		Monitor:           d.opts.Probe.monitor.Load(),
 		Resources:         make(map[string]ResourceStatus, len(d.servers)),
 		WaitingForKubelet: d.kubeletAbsent(),
+		Stopping:          len(d.stopping),
 	}
 	for name, s := range d.servers {
 		ss, _ := s.srv.Status()
