@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 
 	"github.com/smarter-project/smarter-device-manager/plugin"
@@ -48,31 +49,42 @@ func (d *daemon) apply(ctx context.Context, acts []action) {
 				d.log.Info().Str("resource", a.name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
 			}
 			delete(d.resources, a.name)
-			delete(d.lastSeen, a.name)
 			d.stop(a.name)
 		}
 	}
+	// Only a running resource's device is asked about when absent; a
+	// start deferred and gone meanwhile leaves nothing behind.
+	maps.DeleteFunc(d.lastSeen, func(name string, _ seen) bool {
+		_, ok := d.resources[name]
+		return !ok
+	})
 }
 
 // logChange says what happened to one unit. A plain resource's unit comes
 // and goes with the resource, which says so itself.
 func (d *daemon) logChange(name string, class bool, c unitChange) {
+	var msg string
+	switch {
+	case c.what == unitAdded && class:
+		msg = "device added to class"
+	case c.what == unitBack:
+		msg = "device back; healthy"
+	case c.what == unitGone:
+		msg = "device removed; unhealthy"
+	case c.what == unitRemoved && class:
+		msg = "device stayed away; its IDs removed"
+	default:
+		return
+	}
 	ev := d.log.Info().Str("resource", name).Str("device", c.device)
 	if class {
 		ev = ev.Str("id", c.key)
 	}
-	switch {
-	case c.what == unitAdded && class:
-		ev.Msg("device added to class")
-	case c.what == unitBack:
-		ev.Msg("device back; healthy")
-	case c.what == unitGone:
-		ev.Msg("device removed; unhealthy")
-	case c.what == unitRemoved && class:
-		ev.Msg("device stayed away; its IDs removed")
-	}
+	ev.Msg(msg)
 }
 
+// start starts a resource's plugin server with its first snapshot, its
+// CDI spec written first.
 func (d *daemon) start(ctx context.Context, r resource) {
 	snap := snapshot(r)
 	d.writeCDI(r)
