@@ -4,8 +4,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
 )
@@ -105,7 +103,9 @@ func (d *daemon) resolveUnit(st *state, rule *conf.Rule, gpu string, devs ...con
 		}
 	}
 	if rule.DescribeEnv {
-		u.GID, u.HasGID = nodeGroup(d.hostPath(first.Path))
+		if gid, err := hotplug.NodeGID(d.opts.DevFS, first.Path); err == nil {
+			u.GID, u.HasGID = gid, true
+		}
 	}
 	return u
 }
@@ -113,15 +113,6 @@ func (d *daemon) resolveUnit(st *state, rule *conf.Rule, gpu string, devs ...con
 // hostPath is where a path below the device root is on the host.
 func (d *daemon) hostPath(rel string) string {
 	return filepath.Join(d.opts.DevRoot, filepath.FromSlash(rel))
-}
-
-// nodeGroup is the group that owns a device node on the host.
-func nodeGroup(hostPath string) (uint32, bool) {
-	var st unix.Stat_t
-	if err := unix.Stat(hostPath, &st); err != nil {
-		return 0, false
-	}
-	return st.Gid, true
 }
 
 func (d *daemon) logWarnings(warns []conf.Warning) {
