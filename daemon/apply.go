@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"maps"
 	"os"
 
 	"github.com/smarter-project/smarter-device-manager/plugin"
@@ -26,6 +25,7 @@ func (d *daemon) apply(ctx context.Context, acts []action) {
 			// Its previous server still shuts down, and its clean-up (the
 			// CDI spec) would undo the new one's: start once it is reaped.
 			d.deferred = true
+			delete(d.lastSeen, a.name) // asked of the rules only while it runs
 			d.log.Debug().Str("resource", a.name).Msg("waiting for the resource's previous server to stop")
 			continue
 		}
@@ -49,15 +49,10 @@ func (d *daemon) apply(ctx context.Context, acts []action) {
 				d.log.Info().Str("resource", a.name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
 			}
 			delete(d.resources, a.name)
+			delete(d.lastSeen, a.name)
 			d.stop(a.name)
 		}
 	}
-	// Only a running resource's device is asked about when absent; a
-	// start deferred and gone meanwhile leaves nothing behind.
-	maps.DeleteFunc(d.lastSeen, func(name string, _ seen) bool {
-		_, ok := d.resources[name]
-		return !ok
-	})
 }
 
 // logChange says what happened to one unit. A plain resource's unit comes

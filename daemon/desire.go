@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"maps"
 	"slices"
 	"strings"
 
@@ -21,9 +20,11 @@ type seen struct {
 // until remove-after) and nothing if they do not (plan stops it).
 func (d *daemon) desire(st *state) []resource {
 	out := make([]resource, 0, len(st.desired))
-	found := make(map[string]bool, len(st.desired))
+	readRunning := 0 // of these, how many run now
 	for _, res := range st.desired {
-		found[res.Name] = true
+		if _, ok := d.resources[res.Name]; ok {
+			readRunning++
+		}
 		rule := &d.cfg.Rules[res.Rule]
 		r := resource{settings: d.settings(res, res.Members != nil)}
 		if res.Members == nil {
@@ -40,9 +41,13 @@ func (d *daemon) desire(st *state) []resource {
 		}
 		out = append(out, r)
 	}
-	for _, name := range slices.Sorted(maps.Keys(d.resources)) {
-		cur := d.resources[name]
-		if found[name] {
+	sortByName(out) // conf.Resolve sorts them: a no-op check
+	if readRunning == len(d.resources) {
+		return out // every running resource was read
+	}
+	present := len(out)
+	for name, cur := range d.resources {
+		if _, found := findByName(out[:present], name); found {
 			continue
 		}
 		if res, ok := d.stillWanted(name, cur.class); ok {
@@ -51,7 +56,7 @@ func (d *daemon) desire(st *state) []resource {
 			out = append(out, resource{settings: s})
 		}
 	}
-	slices.SortFunc(out, func(a, b resource) int { return strings.Compare(a.name, b.name) })
+	sortByName(out)
 	return out
 }
 

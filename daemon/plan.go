@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -105,18 +104,24 @@ type action struct {
 // (0: forever), then goes; a resource whose every unit went stops. A unit
 // back under the same key is present again, under the same IDs.
 //
-// desired holds one entry per resource the rules make, with its present
-// units; an entry with none is a resource the rules still make though
-// none of its devices is here. plan is a pure function: it returns the
-// actions, sorted by resource name, and the earliest removal deadline
-// still ahead (zero if none), when it must run again.
+// desired holds one entry per resource the rules make, sorted by name,
+// with its present units; an entry with none is a resource the rules
+// still make though none of its devices is here. plan is a pure function:
+// it returns the actions, sorted by resource name, and the earliest
+// removal deadline still ahead (zero if none), when it must run again.
 func plan(desired []resource, running map[string]resource, now time.Time, removeAfter time.Duration) ([]action, time.Time) {
+	if !slices.IsSortedFunc(desired, byName) {
+		desired = slices.Clone(desired)
+		sortByName(desired)
+	}
 	var acts []action
 	var next time.Time
-	wanted := make(map[string]bool, len(desired))
+	matched := 0 // running resources found in desired
 	for _, want := range desired {
-		wanted[want.name] = true
 		cur, ok := running[want.name]
+		if ok {
+			matched++
+		}
 		if !ok {
 			if len(want.units) == 0 {
 				continue // nothing to serve, nothing served
@@ -140,43 +145,50 @@ func plan(desired []resource, running map[string]resource, now time.Time, remove
 			acts = append(acts, action{op: opUpdate, name: want.name, res: res, changes: changes})
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(running)) {
-		if !wanted[name] {
-			acts = append(acts, action{op: opStop, name: name, res: running[name], why: stopUnwanted})
+	if matched < len(running) {
+		for name, cur := range running {
+			if _, wanted := findByName(desired, name); !wanted {
+				acts = append(acts, action{op: opStop, name: name, res: cur, why: stopUnwanted})
+			}
 		}
 	}
-	slices.SortStableFunc(acts, func(a, b action) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(acts, func(a, b action) int { return strings.Compare(a.name, b.name) })
 	return acts, next
+}
+
+func byName(a, b resource) int { return strings.Compare(a.name, b.name) }
+
+// sortByName sorts resources by name; one already sorted costs a check.
+func sortByName(rs []resource) {
+	if !slices.IsSortedFunc(rs, byName) {
+		slices.SortFunc(rs, byName)
+	}
+}
+
+// findByName finds a resource by name in resources sorted by name.
+func findByName(rs []resource, name string) (int, bool) {
+	return slices.BinarySearchFunc(rs, name, func(r resource, name string) int { return strings.Compare(r.name, name) })
 }
 
 // mergeUnits merges the units present now (want) into those a running
 // resource has: present ones take their new content, absent ones are
-// marked so (once) and dropped past removeAfter. It returns the units,
-// sorted by key, what changed, and the earliest removal deadline ahead.
+// marked so (once) and dropped past removeAfter. Both lists are sorted by
+// key, and so is the result; it also returns what changed, in key order,
+// and the earliest removal deadline ahead.
 func mergeUnits(cur, want resource, now time.Time, removeAfter time.Duration) ([]unit, []unitChange, time.Time) {
-	var units []unit
-	var changes []unitChange
-	var next time.Time
-	had := make(map[string]unit, len(cur.units))
-	if cur.class == want.class {
+	had := cur.units
+	if cur.class != want.class {
 		// A rule that turned a plain resource into a class of the same
 		// name (or back) changes what its IDs are: none carries over.
-		for _, u := range cur.units {
-			had[u.key] = u
-		}
+		had = nil
 	}
-	for _, u := range want.units {
-		old, ok := had[u.key]
-		switch {
-		case !ok:
-			changes = append(changes, unitChange{u.key, u.device, unitAdded})
-		case !old.present():
-			changes = append(changes, unitChange{u.key, u.device, unitBack})
-		}
-		delete(had, u.key)
-		units = append(units, u)
+	if slices.EqualFunc(had, want.units, func(a, b unit) bool { return a.key == b.key && a.present() }) {
+		return want.units, nil, time.Time{} // the same units, all still here
 	}
-	for _, u := range had {
+	units := make([]unit, 0, max(len(had), len(want.units)))
+	var changes []unitChange
+	var next time.Time
+	away := func(u unit) {
 		if u.present() {
 			u.absentSince = now
 			changes = append(changes, unitChange{u.key, u.device, unitGone})
@@ -185,7 +197,7 @@ func mergeUnits(cur, want resource, now time.Time, removeAfter time.Duration) ([
 			deadline := u.absentSince.Add(removeAfter)
 			if !now.Before(deadline) {
 				changes = append(changes, unitChange{u.key, u.device, unitRemoved})
-				continue
+				return
 			}
 			if next.IsZero() || deadline.Before(next) {
 				next = deadline
@@ -193,8 +205,25 @@ func mergeUnits(cur, want resource, now time.Time, removeAfter time.Duration) ([
 		}
 		units = append(units, u)
 	}
-	slices.SortFunc(units, func(a, b unit) int { return strings.Compare(a.key, b.key) })
-	// Map order must not reach the log.
-	slices.SortStableFunc(changes, func(a, b unitChange) int { return strings.Compare(a.key, b.key) })
+	i := 0 // into had
+	for _, u := range want.units {
+		for i < len(had) && had[i].key < u.key {
+			away(had[i])
+			i++
+		}
+		switch {
+		case i == len(had) || had[i].key != u.key:
+			changes = append(changes, unitChange{u.key, u.device, unitAdded})
+		default:
+			if !had[i].present() {
+				changes = append(changes, unitChange{u.key, u.device, unitBack})
+			}
+			i++
+		}
+		units = append(units, u)
+	}
+	for ; i < len(had); i++ {
+		away(had[i])
+	}
 	return units, changes, next
 }
