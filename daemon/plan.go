@@ -119,9 +119,6 @@ func plan(desired []resource, running map[string]resource, now time.Time, remove
 	matched := 0 // running resources found in desired
 	for _, want := range desired {
 		cur, ok := running[want.name]
-		if ok {
-			matched++
-		}
 		if !ok {
 			if len(want.units) == 0 {
 				continue // nothing to serve, nothing served
@@ -133,6 +130,7 @@ func plan(desired []resource, running map[string]resource, now time.Time, remove
 			acts = append(acts, a)
 			continue
 		}
+		matched++
 		units, changes, deadline := mergeUnits(cur, want, now, removeAfter)
 		if !deadline.IsZero() && (next.IsZero() || deadline.Before(next)) {
 			next = deadline
