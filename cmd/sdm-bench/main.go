@@ -97,72 +97,56 @@ func bench(c *config) error {
 		r.binarySize = fi.Size()
 	}
 
-	step := func(part, name string, fn func() error) error {
-		if c.only != nil && !c.only[part] {
-			return nil
-		}
-		fmt.Fprintf(os.Stderr, "sdm-bench: %s…\n", name)
-		if err := fn(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		return nil
+	// The measurements in report order; "only" picks by part.
+	type stepT struct {
+		part, name string
+		run        func() error
 	}
+	var steps []stepT
 	sources := []string{"kernel", "udev"}
 	if c.skipUdev {
 		sources = sources[:1]
 	}
 	for _, src := range sources {
 		for _, fresh := range []bool{false, true} {
-			name := fmt.Sprintf("hotplug latency (%s, new resource %v)", src, fresh)
-			if err := step("latency", name, func() error {
+			steps = append(steps, stepT{"latency", fmt.Sprintf("hotplug latency (%s, new resource %v)", src, fresh), func() error {
 				s, err := latency(ctx, c, src, fresh)
-				if err == nil {
-					r.latency = append(r.latency, s...)
-				}
+				r.latency = append(r.latency, s...)
 				return err
-			}); err != nil {
-				return err
-			}
+			}})
 		}
 	}
-	if err := step("kubelet", "hotplug latency to the real kubelet (e2e module)", func() error {
-		s, err := kubeletLatency(c)
-		r.latency = append(r.latency, s...)
-		return err
-	}); err != nil {
-		return err
-	}
-	if err := step("allocate", "Allocate through the real kubelet (e2e module)", func() error {
-		s, err := kubeletAllocate(c)
-		r.allocate = s
-		return err
-	}); err != nil {
-		return err
-	}
+	steps = append(steps,
+		stepT{"kubelet", "hotplug latency to the real kubelet (e2e module)", func() (err error) {
+			var s []series
+			s, err = kubeletLatency(c)
+			r.latency = append(r.latency, s...)
+			return err
+		}},
+		stepT{"allocate", "Allocate through the real kubelet (e2e module)", func() (err error) {
+			r.allocate, err = kubeletAllocate(c)
+			return err
+		}})
 	for _, n := range c.sizes {
-		if err := step("startup", fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
+		steps = append(steps, stepT{"startup", fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
 			f, err := startupAndFootprint(ctx, c, n)
 			if err == nil {
 				r.footprint = append(r.footprint, f)
 			}
 			return err
-		}); err != nil {
-			return err
+		}})
+	}
+	steps = append(steps,
+		stepT{"storm", "uevent storm", func() (err error) { r.storm, err = storm(ctx, c); return err }},
+		stepT{"micro", "Go micro-benchmarks", func() (err error) { r.micro, err = micro(); return err }})
+	for _, st := range steps {
+		if c.only != nil && !c.only[st.part] {
+			continue
 		}
-	}
-	if err := step("storm", "uevent storm", func() error {
-		s, err := storm(ctx, c)
-		r.storm = s
-		return err
-	}); err != nil {
-		return err
-	}
-	if err := step("micro", "Go micro-benchmarks", func() error {
-		m, err := micro()
-		r.micro = m
-		return err
-	}); err != nil {
-		return err
+		fmt.Fprintf(os.Stderr, "sdm-bench: %s…\n", st.name)
+		if err := st.run(); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
 	}
 	r.finished = time.Now()
 	r.command = "make bench  (go run ./cmd/sdm-bench " + strings.Join(os.Args[1:], " ") + ")"

@@ -18,46 +18,41 @@ type FS struct {
 // NewFS returns an empty FS.
 func NewFS() *FS { return &FS{m: fstest.MapFS{}} }
 
-// Open opens name.
-func (f *FS) Open(name string) (fs.File, error) {
+// locked runs read under the lock.
+func locked[T any](f *FS, read func(fstest.MapFS) (T, error)) (T, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.m.Open(name)
+	return read(f.m)
+}
+
+// Open opens name.
+func (f *FS) Open(name string) (fs.File, error) {
+	return locked(f, func(m fstest.MapFS) (fs.File, error) { return m.Open(name) })
 }
 
 // ReadDir reads the directory name.
 func (f *FS) ReadDir(name string) ([]fs.DirEntry, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.ReadDir(name)
+	return locked(f, func(m fstest.MapFS) ([]fs.DirEntry, error) { return m.ReadDir(name) })
 }
 
 // ReadFile reads the file name.
 func (f *FS) ReadFile(name string) ([]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.ReadFile(name)
+	return locked(f, func(m fstest.MapFS) ([]byte, error) { return m.ReadFile(name) })
 }
 
 // Stat follows symlinks.
 func (f *FS) Stat(name string) (fs.FileInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.Stat(name)
+	return locked(f, func(m fstest.MapFS) (fs.FileInfo, error) { return m.Stat(name) })
 }
 
 // ReadLink returns a symlink's target.
 func (f *FS) ReadLink(name string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.ReadLink(name)
+	return locked(f, func(m fstest.MapFS) (string, error) { return m.ReadLink(name) })
 }
 
 // Lstat does not follow a final symlink.
 func (f *FS) Lstat(name string) (fs.FileInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m.Lstat(name)
+	return locked(f, func(m fstest.MapFS) (fs.FileInfo, error) { return m.Lstat(name) })
 }
 
 // Put adds or replaces a file.

@@ -37,6 +37,21 @@ const (
 	waitLimit = 20 * time.Second
 )
 
+// flock takes an exclusive lock on file, shared by every test binary, and
+// returns the open file that holds it.
+func flock(t testing.TB, file, what string) *os.File {
+	t.Helper()
+	lock, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("%s lock: %v", what, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		t.Fatalf("%s lock: %v", what, err)
+	}
+	return lock
+}
+
 // RequireRoot skips the test unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
@@ -68,14 +83,7 @@ func LockZram(t testing.TB) {
 	if _, held := zramHolders.LoadOrStore(t, true); held {
 		return
 	}
-	lock, err := os.OpenFile(zramLock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("zram lock: %v", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
-		t.Fatalf("zram lock: %v", err)
-	}
+	lock := flock(t, zramLock, "zram")
 	t.Cleanup(func() {
 		lock.Close()
 		zramHolders.Delete(t)
@@ -143,14 +151,7 @@ func UdevdAlive() bool {
 func Udevd(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
-	lock, err := os.OpenFile(udevdLock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("udevd lock: %v", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
-		t.Fatalf("udevd lock: %v", err)
-	}
+	lock := flock(t, udevdLock, "udevd")
 	// Cleanups run last-in first-out: udevd stops before the lock is freed.
 	t.Cleanup(func() { lock.Close() })
 	if UdevdAlive() {

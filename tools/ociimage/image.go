@@ -43,23 +43,18 @@ type elfTarget struct {
 // elfTargetFor is the ELF header of a binary for arch, an OCI architecture
 // (which is Go's GOARCH); false for one this tool cannot check.
 func elfTargetFor(arch string) (elfTarget, bool) {
-	switch arch {
-	case "amd64":
-		return elfTarget{elf.EM_X86_64, elf.ELFCLASS64, elf.ELFDATA2LSB}, true
-	case "arm64":
-		return elfTarget{elf.EM_AARCH64, elf.ELFCLASS64, elf.ELFDATA2LSB}, true
-	case "arm":
-		return elfTarget{elf.EM_ARM, elf.ELFCLASS32, elf.ELFDATA2LSB}, true
-	case "386":
-		return elfTarget{elf.EM_386, elf.ELFCLASS32, elf.ELFDATA2LSB}, true
-	case "ppc64le":
-		return elfTarget{elf.EM_PPC64, elf.ELFCLASS64, elf.ELFDATA2LSB}, true
-	case "riscv64":
-		return elfTarget{elf.EM_RISCV, elf.ELFCLASS64, elf.ELFDATA2LSB}, true
-	case "s390x":
-		return elfTarget{elf.EM_S390, elf.ELFCLASS64, elf.ELFDATA2MSB}, true
-	}
-	return elfTarget{}, false
+	t, ok := elfTargets[arch]
+	return t, ok
+}
+
+var elfTargets = map[string]elfTarget{
+	"amd64":   {elf.EM_X86_64, elf.ELFCLASS64, elf.ELFDATA2LSB},
+	"arm64":   {elf.EM_AARCH64, elf.ELFCLASS64, elf.ELFDATA2LSB},
+	"arm":     {elf.EM_ARM, elf.ELFCLASS32, elf.ELFDATA2LSB},
+	"386":     {elf.EM_386, elf.ELFCLASS32, elf.ELFDATA2LSB},
+	"ppc64le": {elf.EM_PPC64, elf.ELFCLASS64, elf.ELFDATA2LSB},
+	"riscv64": {elf.EM_RISCV, elf.ELFCLASS64, elf.ELFDATA2LSB},
+	"s390x":   {elf.EM_S390, elf.ELFCLASS64, elf.ELFDATA2MSB},
 }
 
 func checkPlatform(p v1.Platform) error {
