@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 )
 
 // daemonProc is one run of the daemon binary.
@@ -200,53 +202,17 @@ func (n *node) waitMetrics(what string, cond func(m map[string]float64) bool) ma
 	return m
 }
 
-const zramControl = "/sys/class/zram-control"
-
-// requireZram skips the test unless it can make zram devices.
-func requireZram(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(zramControl + "/hot_add"); err != nil {
-		t.Skipf("skipping: %s missing (load the zram module: modprobe zram num_devices=0): %v", zramControl, err)
-	}
-}
+// requireZram skips the test unless it can make zram devices, and holds
+// the zram lock every test binary of the project takes for the rest of the
+// test: zram hands out the lowest free number, so a number one test frees
+// would otherwise come back as another test's device.
+func requireZram(t *testing.T) { testkernel.RequireZram(t) }
 
 // zramAdd creates /dev/zramN with a real add uevent and returns N; cleanup
-// removes it if the test did not.
-func zramAdd(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile(zramControl + "/hot_add")
-	if err != nil {
-		t.Fatalf("zram hot_add: %v", err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("zram hot_add printed %q", b)
-	}
-	t.Cleanup(func() {
-		if err := zramRemove(n); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return n
-}
+// removes it if the test did not. Only a top-level test may call it: the
+// lock it takes is per test, and a subtest's would wait on its parent's.
+func zramAdd(t *testing.T) int { return testkernel.ZramAdd(t) }
 
 // zramRemove removes /dev/zramN (a real remove uevent); one already gone is
 // not an error.
-func zramRemove(n int) error {
-	// A running udevd's rules (blkid) may hold a new device open for a
-	// moment: EBUSY is retried.
-	deadline := time.Now().Add(waitLimit)
-	for {
-		if _, err := os.Stat(fmt.Sprintf("/sys/block/zram%d", n)); errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		err := os.WriteFile(zramControl+"/hot_remove", []byte(strconv.Itoa(n)), 0)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
-			return fmt.Errorf("zram hot_remove %d: %w", n, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func zramRemove(n int) error { return testkernel.ZramRemove(n) }

@@ -143,6 +143,9 @@ type node struct {
 	// daemonArgs are added to the daemon's command line (a later flag
 	// overrides an earlier one).
 	daemonArgs []string
+	// cdiDir is the daemon's --cdi-dir where a test sets one: containers
+	// look their CDI devices up there.
+	cdiDir string
 }
 
 // newNode makes the plugin directory and the rule file; cleanup stops the

@@ -25,7 +25,12 @@ var daemonBinary string
 var skipReason string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	code := testMain(m)
+	// The container tests' probe, built by the first of them.
+	if probe.dir != "" {
+		os.RemoveAll(probe.dir)
+	}
+	os.Exit(code)
 }
 
 func testMain(m *testing.M) int {
