@@ -3,8 +3,10 @@ package conf
 import (
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -23,9 +25,15 @@ type ruleField struct {
 	// reporting problems through b. It runs in table order, so it may
 	// read fields set by entries above it (match sets Kind).
 	apply func(b *ruleBuilder, v rawValue)
-	// example is a valid value (string, int64, bool, []string or
-	// map[string]string, as kind says); tests decode it in every format.
+	// sub are the keys of a kindFields value, each with its kind.
+	sub []subField
+	// example is a valid value (string, int64, bool, []string,
+	// map[string]string, or for kindFields map[string]any, as kind says);
+	// tests decode it in every format.
 	example any
+	// exampleNeeds is the key of a field whose example the example needs
+	// beside it (owner needs cdi: true); "" for none.
+	exampleNeeds string
 }
 
 // Keys that other fields' checks refer to.
@@ -38,6 +46,7 @@ const (
 	keyClass       = "class"
 	keyContainer   = "container_path"
 	keyExposeLinks = "expose_links"
+	keyCDI         = "cdi"
 	defaultPerms   = "rw"
 )
 
@@ -70,7 +79,10 @@ var ruleFields = []ruleField{
 	{key: keyClass, kind: kindString, apply: applyClass, example: "usb-serial"},
 	{key: "with", kind: kindStringList, apply: applyWith, example: []string{"nvidiactl", "nvidia-uvm-tools?"}},
 	{key: "mounts", kind: kindStringList, apply: applyMounts, example: []string{"/etc/gps:/etc/gps:ro"}},
-	{key: "cdi", kind: kindBool, apply: setBool(func(r *Rule) *bool { return &r.CDI }), example: true},
+	{key: keyCDI, kind: kindBool, apply: setBool(func(r *Rule) *bool { return &r.CDI }), example: true},
+	// After cdi: it is valid only with cdi: true.
+	{key: "owner", kind: kindFields, sub: []subField{{"uid", kindInt}, {"gid", kindInt}, {"mode", kindString}}, apply: applyOwner,
+		example: map[string]any{"uid": int64(1000), "gid": int64(1000), "mode": "0660"}, exampleNeeds: keyCDI},
 }
 
 // knownKeys lists the keys a rule may have in legacy or versioned files.
@@ -261,4 +273,46 @@ func applyMounts(b *ruleBuilder, v rawValue) {
 		}
 		b.r.Mounts = append(b.r.Mounts, m)
 	}
+}
+
+// ownerModeRE is what owner's mode may be: octal permission bits, quoted
+// (an unquoted 0660 is a YAML integer, decimal or octal by version).
+var ownerModeRE = regexp.MustCompile(`^0?[0-7]{3}$`)
+
+func applyOwner(b *ruleBuilder, v rawValue) {
+	if !b.r.CDI {
+		b.bad(v, "needs cdi: true: the device plugin API cannot set a node's owner or mode, a CDI spec can "+
+			"(without CDI, give a non-root pod the node's group, describe_env's _GID, as a supplemental group)")
+		return
+	}
+	if len(v.sub) == 0 {
+		b.bad(v, "sets nothing: give uid, gid or mode")
+		return
+	}
+	o := Owner{}
+	for _, id := range []struct {
+		key string
+		dst *uint32
+		has *bool
+	}{{"uid", &o.UID, &o.HasUID}, {"gid", &o.GID, &o.HasGID}} {
+		x, ok := v.sub[id.key]
+		if !ok {
+			continue
+		}
+		// runc refuses IDs above MaxInt32 (containerd follows it).
+		if x.num < 0 || x.num > math.MaxInt32 {
+			b.badIn(v, id.key, fmt.Sprintf("must be between 0 and %d, got %d", math.MaxInt32, x.num))
+			continue
+		}
+		*id.dst, *id.has = uint32(x.num), true
+	}
+	if m, ok := v.sub["mode"]; ok {
+		if !ownerModeRE.MatchString(m.str) {
+			b.badIn(v, "mode", fmt.Sprintf(`must be octal permission bits, quoted: "0660", got %q`, m.str))
+		} else {
+			bits, _ := strconv.ParseUint(m.str, 8, 32)
+			o.Mode, o.HasMode = fs.FileMode(bits), true
+		}
+	}
+	b.r.Owner = o
 }

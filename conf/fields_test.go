@@ -47,6 +47,12 @@ func literal(t *testing.T, v any, sep string) string {
 			q = append(q, strconv.Quote(k)+sep+strconv.Quote(v[k]))
 		}
 		return "{" + strings.Join(q, ", ") + "}"
+	case map[string]any:
+		var q []string
+		for _, k := range sortedKeys(v) {
+			q = append(q, strconv.Quote(k)+sep+literal(t, v[k], sep))
+		}
+		return "{" + strings.Join(q, ", ") + "}"
 	}
 	t.Fatalf("example %#v has no literal form", v)
 	return ""
@@ -65,6 +71,8 @@ func exampleKind(v any) valueKind {
 		return kindStringList
 	case map[string]string:
 		return kindStringMap
+	case map[string]any:
+		return kindFields
 	}
 	return -1
 }
@@ -98,9 +106,13 @@ func requiredFields() []*ruleField {
 	return out
 }
 
-// withField is the required fields and f, each once.
+// withField is the required fields, the field f's example needs, and f,
+// each once.
 func withField(f *ruleField) []*ruleField {
 	fields := requiredFields()
+	if f.exampleNeeds != "" {
+		fields = append(fields, fieldFor(f.exampleNeeds, false))
+	}
 	if !slices.Contains(fields, f) {
 		fields = append(fields, f)
 	}
@@ -261,6 +273,10 @@ func TestWrongTypeNamedByKind(t *testing.T) {
 	for i := range ruleFields {
 		f := &ruleFields[i]
 		w, ok := wrong[f.kind]
+		if f.kind == kindFields {
+			w, ok = struct{ value, yaml, toml string }{`"a"`, "must be a mapping of " + subKeys(f.sub) + ", got a string",
+				"must be a table of " + subKeys(f.sub) + ", got a string"}, true
+		}
 		if !ok {
 			t.Fatalf("%s: no wrong value for kind %d", f.key, f.kind)
 		}

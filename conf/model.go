@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"io/fs"
 	"regexp"
 	"slices"
 	"strconv"
@@ -116,6 +117,10 @@ type Rule struct {
 	// DescribeEnv adds SMARTER_DEVICE_<NAME>… variables describing the
 	// device (its path in the container, a stable path, serial, group).
 	DescribeEnv bool
+	// Owner sets the owner and mode of the unit's nodes in the container,
+	// through the CDI spec (only with CDI: the device plugin API has no
+	// such fields), so a non-root container can open them.
+	Owner Owner
 
 	nameVars []string // placeholders of a Name template: {ID_SERIAL_SHORT}, {path}
 	subsysRE *regexp.Regexp
@@ -200,6 +205,17 @@ func (r *Rule) describe() string {
 type Companion struct {
 	Path     string // relative to the device root: "nvidiactl"
 	Optional bool   // written with a trailing "?"
+}
+
+// Owner is who owns a container's device nodes, and their mode, where a
+// rule says (owner: {uid, gid, mode}); each part is set only with its Has
+// flag, else the runtime's default holds (the host node's mode; owner
+// root).
+type Owner struct {
+	UID, GID       uint32
+	HasUID, HasGID bool
+	Mode           fs.FileMode // permission bits only
+	HasMode        bool
 }
 
 // Mount is a host path a container gets with the device.

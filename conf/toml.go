@@ -88,7 +88,7 @@ func decodeTOML(l *errorList, data []byte) []rawRule {
 				l.add(cmp.Or(line, rl.line), field, unknownField(k, known))
 				continue
 			}
-			raw.vals[f.key] = dec.decode(f.kind, tomlNode{t[k], line}, field)
+			raw.vals[f.key] = dec.decodeField(f, tomlNode{t[k], line}, field)
 		}
 		raws = append(raws, raw)
 	}

@@ -1,6 +1,10 @@
 package conf
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // valueKind is the type of a rule field's value. Both decoders check it
 // with the same code (valueDecoder.decode) and the same messages.
@@ -12,18 +16,26 @@ const (
 	kindBool                        // true or false
 	kindStringList                  // a list of strings
 	kindStringMap                   // names to strings
+	kindFields                      // a mapping of the field's own keys (ruleField.sub), each of its kind
 )
+
+// subField is one key of a kindFields value: owner's uid, gid and mode.
+type subField struct {
+	key  string
+	kind valueKind // a scalar kind
+}
 
 // rawValue is one decoded field, type-checked but not validated.
 type rawValue struct {
-	set  bool              // present with the right type
-	bad  bool              // present with the wrong type (already reported)
-	line int               // line of the value; 0 if unknown
-	str  string            // kindString
-	num  int64             // kindInt
-	b    bool              // kindBool
-	list []string          // kindStringList
-	m    map[string]string // kindStringMap
+	set  bool                // present with the right type
+	bad  bool                // present with the wrong type (already reported)
+	line int                 // line of the value; 0 if unknown
+	str  string              // kindString
+	num  int64               // kindInt
+	b    bool                // kindBool
+	list []string            // kindStringList
+	m    map[string]string   // kindStringMap
+	sub  map[string]rawValue // kindFields: the keys present, each type-checked
 }
 
 // node is a value as a decoder found it: a YAML node, a decoded TOML value.
@@ -54,6 +66,49 @@ type nodeEntry struct {
 type valueDecoder struct {
 	l             *errorList
 	list, mapping string // "a list", "a mapping" (YAML); "an array", "a table" (TOML)
+}
+
+// decodeField type-checks n as the value of rule field f; path names it in
+// messages.
+func (d valueDecoder) decodeField(f *ruleField, n node, path string) rawValue {
+	if f.kind != kindFields {
+		return d.decode(f.kind, n, path)
+	}
+	entries, ok := n.entries()
+	if !ok {
+		d.l.add(n.line(), path, "must be "+d.mapping+" of "+subKeys(f.sub)+", got "+n.typeName())
+		return rawValue{bad: true, line: n.line()}
+	}
+	out := rawValue{set: true, line: n.line(), sub: map[string]rawValue{}}
+	for _, e := range entries {
+		i := slices.IndexFunc(f.sub, func(s subField) bool { return s.key == e.key })
+		switch {
+		case e.keyType != "":
+			d.l.add(e.keyLine, path, "a key must be a string, got "+e.keyType)
+		case i < 0:
+			d.l.add(e.keyLine, path+"."+e.key, unknownField(e.key, strings.Split(subKeys(f.sub), ", ")))
+		default:
+			if _, dup := out.sub[e.key]; dup {
+				d.l.add(e.keyLine, path+"."+e.key, "duplicate key")
+				break
+			}
+			if v := d.decode(f.sub[i].kind, e.val, path+"."+e.key); !v.bad {
+				out.sub[e.key] = v
+				continue
+			}
+		}
+		out.bad = true
+	}
+	return out
+}
+
+// subKeys lists a kindFields field's keys for messages: "uid, gid, mode".
+func subKeys(sub []subField) string {
+	keys := make([]string, len(sub))
+	for i, s := range sub {
+		keys[i] = s.key
+	}
+	return strings.Join(keys, ", ")
 }
 
 // decode type-checks n as a value of kind k; field names it in messages.

@@ -123,7 +123,7 @@ func yamlRules(l *errorList, seq *yaml.Node, path string, legacy bool) []rawRule
 		raw := rawRule{path: p, line: item.Line, vals: map[string]rawValue{}}
 		for _, kv := range yamlFields(l, item, p, known) {
 			f := fieldFor(kv.key, legacy)
-			raw.vals[f.key] = dec.decode(f.kind, yamlNode{kv.val}, p+"."+kv.key)
+			raw.vals[f.key] = dec.decodeField(f, yamlNode{kv.val}, p+"."+kv.key)
 		}
 		raws = append(raws, raw)
 	}

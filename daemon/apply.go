@@ -37,8 +37,9 @@ func (d *daemon) apply(ctx context.Context, acts []action) {
 		case opStart:
 			d.start(ctx, a.res)
 		case opUpdate:
+			old := d.resources[a.name]
 			d.resources[a.name] = a.res
-			d.update(d.servers[a.name], a.res)
+			d.update(d.servers[a.name], old, a.res)
 		case opStop:
 			switch {
 			case a.why == stopUnwanted:
@@ -116,11 +117,14 @@ func (d *daemon) start(ctx context.Context, r resource) {
 	})
 }
 
-// update gives a running server the resource's new snapshot; one that
-// renders the same changes nothing.
-func (d *daemon) update(s *running, r resource) {
+// update gives a running server the resource's new snapshot, and rewrites
+// its CDI spec when that changed; a resource that renders the same in
+// both changes nothing. The spec is compared apart from the snapshot: it
+// carries what the device plugin API cannot (a node's owner and mode).
+func (d *daemon) update(s *running, old, r resource) {
 	snap := snapshot(r)
-	if s.snap.Equal(snap) {
+	sameSnap := s.snap.Equal(snap)
+	if sameSnap && !cdiChanged(old, r) {
 		return
 	}
 	if s.snap.CDIKind != snap.CDIKind {
@@ -128,8 +132,10 @@ func (d *daemon) update(s *running, r resource) {
 		d.removeCDI(s.snap.CDIKind)
 	}
 	d.writeCDI(r)
-	s.snap = snap
-	s.srv.Update(snap)
+	if !sameSnap {
+		s.snap = snap
+		s.srv.Update(snap)
+	}
 }
 
 // writeCDI writes a resource's CDI spec before any allocation can name it.

@@ -6,10 +6,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/smarter-project/smarter-device-manager/conf"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
 
@@ -49,13 +51,19 @@ func cdiSpec(kind string, r resource) *cdispec.Spec {
 			edits.Mounts = append(edits.Mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
 		}
 		for _, s := range specs {
-			edits.DeviceNodes = append(edits.DeviceNodes, &cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions})
+			edits.DeviceNodes = append(edits.DeviceNodes, ownedNode(&cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions}, u.content.Owner))
 		}
 		for _, id := range unitIDs(u.key, r.count) {
 			spec.Devices = append(spec.Devices, cdispec.Device{Name: id, ContainerEdits: edits})
 		}
 	}
 	return spec
+}
+
+// cdiChanged reports whether r's CDI spec differs from old's; false when r
+// has none.
+func cdiChanged(old, r resource) bool {
+	return r.cdiKind != "" && !reflect.DeepEqual(cdiSpec(old.cdiKind, old), cdiSpec(r.cdiKind, r))
 }
 
 // writeCDISpec writes a resource's CDI spec. It is replaced atomically
@@ -95,4 +103,20 @@ func writeCDISpec(dir, kind string, r resource) error {
 		return fmt.Errorf("CDI spec %s: %w", kind, err)
 	}
 	return nil
+}
+
+// ownedNode sets the rule's owner and mode on a CDI device node; what the
+// rule leaves out stays unset, and the runtime's default holds (runc: the
+// host node's mode, owner root).
+func ownedNode(n *cdispec.DeviceNode, o conf.Owner) *cdispec.DeviceNode {
+	if o.HasUID {
+		n.UID = &o.UID
+	}
+	if o.HasGID {
+		n.GID = &o.GID
+	}
+	if o.HasMode {
+		n.FileMode = &o.Mode
+	}
+	return n
 }

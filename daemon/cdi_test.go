@@ -57,3 +57,51 @@ func TestCDI(t *testing.T) {
 		t.Errorf("spec still there after the daemon stopped: %v", err)
 	}
 }
+
+// owner gives a CDI device's nodes the rule's owner and mode, so that a
+// non-root container opens them with no extra group; a rule without owner
+// leaves them to the runtime.
+func TestCDIOwner(t *testing.T) {
+	cdiDir := filepath.Join(testutil.ShortTempDir(t), "cdi")
+	rules := "version: v1\nrules:\n  - match: ^null$\n    cdi: true\n    owner: {uid: 1000, gid: 1001, mode: \"0660\"}\n" +
+		"  - match: ^zero$\n    cdi: true\n"
+	h := newHarness(t, rules, func(o *Options) {
+		o.DevFS = os.DirFS("/dev")
+		o.CDIDir = cdiDir
+	})
+	h.waitFor("smarter-devices/null", "served", health(1, pluginapi.Healthy))
+	h.waitFor("smarter-devices/zero", "served", health(1, pluginapi.Healthy))
+	node := func(kind string) *cdispec.DeviceNode {
+		t.Helper()
+		raw, err := os.ReadFile(filepath.Join(cdiDir, kind+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec cdispec.Spec
+		if err := json.Unmarshal(raw, &spec); err != nil {
+			t.Fatal(err)
+		}
+		if err := cdispec.ValidateVersion(&spec); err != nil {
+			t.Errorf("%s: spec version: %v", kind, err)
+		}
+		if len(spec.Devices) != 1 || len(spec.Devices[0].ContainerEdits.DeviceNodes) != 1 {
+			t.Fatalf("%s: spec %s", kind, raw)
+		}
+		return spec.Devices[0].ContainerEdits.DeviceNodes[0]
+	}
+	n := node("smarter-devices-null")
+	if n.UID == nil || *n.UID != 1000 || n.GID == nil || *n.GID != 1001 || n.FileMode == nil || *n.FileMode != 0o660 {
+		t.Errorf("null's node: uid %v gid %v mode %v; want 1000, 1001, 0660", deref(n.UID), deref(n.GID), deref(n.FileMode))
+	}
+	if z := node("smarter-devices-zero"); z.UID != nil || z.GID != nil || z.FileMode != nil {
+		t.Errorf("zero's node (no owner): uid %v gid %v mode %v; want none set", deref(z.UID), deref(z.GID), deref(z.FileMode))
+	}
+}
+
+// deref shows a pointer's value in a message, or nil.
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

@@ -59,6 +59,10 @@ type content struct {
 	// MissingCompanion is set when a required companion (rule `with`) is
 	// absent: the unit cannot be used without it.
 	MissingCompanion bool
+	// Owner is the owner and mode of the nodes in the container (rule
+	// owner). Only the CDI spec carries it: the device plugin API has no
+	// such fields.
+	Owner conf.Owner
 }
 
 // deviceNode is one device node a container gets.
@@ -73,7 +77,7 @@ type deviceNode struct {
 // them reaches the outputs.
 func (c content) equal(o content) bool {
 	return slices.Equal(c.Nodes, o.Nodes) && maps.Equal(c.Env, o.Env) && slices.Equal(c.Mounts, o.Mounts) &&
-		c.NUMANode == o.NUMANode && c.HasNUMA == o.HasNUMA && c.MissingCompanion == o.MissingCompanion
+		c.NUMANode == o.NUMANode && c.HasNUMA == o.HasNUMA && c.MissingCompanion == o.MissingCompanion && c.Owner == o.Owner
 }
 
 // buildContent is the content of one unit of resource under rule. The
@@ -117,6 +121,7 @@ func buildContent(rule *conf.Rule, resource, permissions string, u resolvedUnit)
 	}
 	c.Mounts = slices.Clone(rule.Mounts)
 	c.NUMANode, c.HasNUMA = u.NUMANode, u.HasNUMA
+	c.Owner = rule.Owner
 
 	env := maps.Clone(rule.Env)
 	if rule.DescribeEnv && len(c.Nodes) > 0 {

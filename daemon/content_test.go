@@ -194,6 +194,7 @@ func fullContent() content {
 		NUMANode:         1,
 		HasNUMA:          true,
 		MissingCompanion: true,
+		Owner:            conf.Owner{UID: 1000, HasUID: true},
 	}
 }
 

@@ -75,6 +75,9 @@ func TestReloadChangesEveryField(t *testing.T) {
 		{field: "cdi turned off", before: "    cdi: true\n", want: func(v view) bool {
 			return len(v.resp.GetCdiDevices()) == 0 && hasSpec(v, "/dev/ttyUSB0", "/dev/ttyUSB0") && v.cdiSpec == ""
 		}},
+		{field: "owner", before: "    cdi: true\n", after: "    cdi: true\n    owner: {uid: 1000, gid: 1001, mode: \"0660\"}\n", want: func(v view) bool {
+			return strings.Contains(v.cdiSpec, `"uid": 1000`) && strings.Contains(v.cdiSpec, `"gid": 1001`) && strings.Contains(v.cdiSpec, `"fileMode": 432`)
+		}},
 		{field: "count", after: "    count: 3\n", want: func(v view) bool {
 			return health(3, pluginapi.Healthy)(v.devices)
 		}},

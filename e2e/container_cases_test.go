@@ -18,7 +18,7 @@ func TestContainerDevices(t *testing.T) {
 	requireZram(t)
 	udevLinks(t)
 	zram := map[string]int{}
-	roles := []string{"rw", "ro", "gps", "cdi"}
+	roles := []string{"rw", "ro", "gps", "cdiowner", "cdi"}
 	for _, role := range roles {
 		zram[role] = zramAdd(t)
 		zramDisk(t, zram[role])
@@ -48,15 +48,19 @@ rules:
   - match: ^zram%d$
     count: 2
     cdi: true
+    owner: {uid: 1000, gid: 1000, mode: "0660"}
+  - match: ^zram%d$
+    count: 2
+    cdi: true
     describe_env: true
-`, zram["rw"], mountDir, zram["ro"], zram["gps"], zram["cdi"])
+`, zram["rw"], mountDir, zram["ro"], zram["gps"], zram["cdiowner"], zram["cdi"])
 	n := newNode(t, rules)
 	n.cdiDir = mkdirTemp(t)
 	n.daemonArgs = []string{"--cdi-dir", n.cdiDir}
 	n.startKubelet()
 	n.startDaemon()
 	want := map[string]counts{resNull: {4, 4}}
-	for role, c := range map[string]int64{"rw": 8, "ro": 1, "gps": 1, "cdi": 2} {
+	for role, c := range map[string]int64{"rw": 8, "ro": 1, "gps": 1, "cdiowner": 2, "cdi": 2} {
 		want[res(role)] = counts{c, c}
 	}
 	n.waitCapacity("every resource registered", want)
@@ -201,9 +205,12 @@ rules:
 		}
 		// CDI: the CDI library gives a node the spec leaves unowned to the
 		// process's own non-zero uid and gid, so a non-root process opens
-		// it with nothing set.
+		// it with nothing set; owner sets the owner and mode instead.
 		if st := try("CDI, no owner, no group", "nonroot-cdi", res("cdi"), podSecurity{runAsUser: uid}, dev("cdi"), "ok"); st.UID != 1000 {
 			t.Errorf("the CDI device's node is %s; the CDI library owns it by the process's uid 1000", st.node())
+		}
+		if st := try("CDI owner {uid: 1000, gid: 1000, mode: 0660}", "nonroot-cdi-owner", res("cdiowner"), podSecurity{runAsUser: uid}, dev("cdiowner"), "ok"); st.UID != 1000 || st.GID != 1000 || st.Mode != "0660" {
+			t.Errorf("the CDI device's node is %s; the rule's owner says 0660 1000:1000", st.node())
 		}
 	})
 	if t.Failed() {
