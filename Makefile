@@ -72,7 +72,8 @@ unit:
 # The real-kubelet conformance suite (e2e/, its own module so the daemon's
 # go.mod stays small): the daemon binary against k8s.io/kubernetes'
 # devicemanager.ManagerImpl. Its first build compiles much of Kubernetes
-# (10-18 minutes on 2 cores); later runs build in seconds.
+# and containerd (4-18 minutes on 2 cores, by load); later runs build in
+# seconds.
 e2e:
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e: SKIPPED: the real-kubelet suite needs root on Linux (kubelet sockets, zram)"; \

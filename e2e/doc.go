@@ -22,4 +22,10 @@
 // /sys/class/zram-control, and skips with a message otherwise. Tests wait by
 // polling the manager within a bound (it has no change channel), never by
 // sleeping, and remove every device, socket, directory and process they make.
+//
+// The container suite (container_*_test.go) goes one step further: what
+// GetDeviceRunContainerOptions hands the runtime becomes an OCI spec built
+// by containerd's own pkg/oci and pkg/cdi, run by runc under the device
+// cgroup, with the static program in probe/ as the whole root filesystem;
+// the tests assert what that process could open, read and write.
 package e2e
