@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 )
 
 // TestContainerDevices runs cases 1, 2, 4, 5 and 6 on one node: the
@@ -76,8 +78,8 @@ rules:
 
 	t.Run("1 char and block rw", func(t *testing.T) {
 		r := newReport(t, "1 char+block rw")
-		r.expect(root, probeReq{Op: "open", Path: "/dev/null", Flags: "rw"}, "ok")
-		r.expect(root, probeReq{Op: "write", Path: "/dev/null", Data: "x"}, "ok")
+		r.expect(root, probe.Request{Op: "open", Path: "/dev/null", Flags: "rw"}, "ok")
+		r.expect(root, probe.Request{Op: "write", Path: "/dev/null", Data: "x"}, "ok")
 		r.stat(root, dev("rw"), hostNode(t, dev("rw")))
 		r.roundTrip(root, dev("rw"), dev("rw"), dev("rw"))
 	})
@@ -95,10 +97,10 @@ rules:
 		if st.Mode != host.Mode || !strings.Contains("2367", st.Mode[1:2]) {
 			t.Errorf("node mode %s in the container (host %s): a refused write would not prove the cgroup refused it", st.Mode, host.Mode)
 		}
-		r.expect(c, probeReq{Op: "open", Path: dev("ro"), Flags: "r"}, "ok")
-		r.expect(c, probeReq{Op: "read", Path: dev("ro"), Len: 16}, "ok")
-		r.expect(c, probeReq{Op: "open", Path: dev("ro"), Flags: "w"}, "EPERM")
-		r.expect(c, probeReq{Op: "write", Path: dev("ro"), Data: "x"}, "EPERM")
+		r.expect(c, probe.Request{Op: "open", Path: dev("ro"), Flags: "r"}, "ok")
+		r.expect(c, probe.Request{Op: "read", Path: dev("ro"), Len: 16}, "ok")
+		r.expect(c, probe.Request{Op: "open", Path: dev("ro"), Flags: "w"}, "EPERM")
+		r.expect(c, probe.Request{Op: "write", Path: dev("ro"), Data: "x"}, "EPERM")
 		rule := fmt.Sprintf("b %d:%d", host.Major, host.Minor)
 		for _, l := range c.deviceRules() {
 			if strings.HasPrefix(l, rule+" ") {
@@ -115,12 +117,12 @@ rules:
 		mine := hostNode(t, dev("rw"))
 		// The same mknod for an allocated device: the node works, so only
 		// the cgroup rule stops the other one.
-		r.expect(root, probeReq{Op: "mknod", Path: "/dev/mine", Type: "b", Major: mine.Major, Minor: mine.Minor}, "ok")
-		r.expect(root, probeReq{Op: "open", Path: "/dev/mine", Flags: "rw"}, "ok")
-		r.expect(root, probeReq{Op: "mknod", Path: "/dev/other", Type: "b", Major: other.Major, Minor: other.Minor}, "ok")
+		r.expect(root, probe.Request{Op: "mknod", Path: "/dev/mine", Type: "b", Major: mine.Major, Minor: mine.Minor}, "ok")
+		r.expect(root, probe.Request{Op: "open", Path: "/dev/mine", Flags: "rw"}, "ok")
+		r.expect(root, probe.Request{Op: "mknod", Path: "/dev/other", Type: "b", Major: other.Major, Minor: other.Minor}, "ok")
 		r.stat(root, "/dev/other", other)
-		r.expect(root, probeReq{Op: "open", Path: "/dev/other", Flags: "r"}, "EPERM")
-		r.expect(root, probeReq{Op: "open", Path: "/dev/other", Flags: "rw"}, "EPERM")
+		r.expect(root, probe.Request{Op: "open", Path: "/dev/other", Flags: "r"}, "EPERM")
+		r.expect(root, probe.Request{Op: "open", Path: "/dev/other", Flags: "rw"}, "EPERM")
 	})
 	t.Run("6 env and mounts", func(t *testing.T) {
 		r := newReport(t, "6 env and mounts")
@@ -137,11 +139,11 @@ rules:
 		if want := strconv.Itoa(int(hostNode(t, dev("rw")).GID)); gid != want {
 			t.Errorf("the container's %s_GID = %q; the node's group is %s", key, gid, want)
 		}
-		rep := r.expect(root, probeReq{Op: "readfile", Path: "/etc/sdm-e2e/hello"}, "ok")
+		rep := r.expect(root, probe.Request{Op: "readfile", Path: "/etc/sdm-e2e/hello"}, "ok")
 		if rep.Data != "from the host" {
 			t.Errorf("/etc/sdm-e2e/hello holds %q; want %q", rep.Data, "from the host")
 		}
-		r.expect(root, probeReq{Op: "writefile", Path: "/etc/sdm-e2e/hello", Data: "x"}, "EROFS")
+		r.expect(root, probe.Request{Op: "writefile", Path: "/etc/sdm-e2e/hello", Data: "x"}, "EROFS")
 		if code := root.exit(t); code != 0 {
 			t.Errorf("container exit status %d", code)
 		}
@@ -158,8 +160,8 @@ rules:
 		r.stat(c, "/dev/gps0", host)
 		r.stat(c, link, host)
 		r.roundTrip(c, "/dev/gps0", link, dev("gps"))
-		if st := c.do(r.t, probeReq{Op: "stat", Path: dev("gps")}); st.Errno != "ENOENT" {
-			t.Errorf("the host path %s is in the container too (%s %s); container_path moves it", dev("gps"), st.result(), st.node())
+		if st := c.do(r.t, probe.Request{Op: "stat", Path: dev("gps")}); st.Errno != "ENOENT" {
+			t.Errorf("the host path %s is in the container too (%s %s); container_path moves it", dev("gps"), st.Result(), st.Node())
 		}
 		stable := envOf(t, c)[envKey(res("gps"))+"_STABLE"]
 		r.saw("_STABLE=%q", stable)
@@ -176,19 +178,19 @@ rules:
 		}
 		host := hostNode(t, dev("rw"))
 		if host.Mode[2] == '0' {
-			t.Fatalf("%s is %s: its group cannot open it (udevd sets block nodes 0660 root:disk)", dev("rw"), host.node())
+			t.Fatalf("%s is %s: its group cannot open it (udevd sets block nodes 0660 root:disk)", dev("rw"), host.Node())
 		}
-		try := func(what string, pod string, res string, sec podSecurity, path, want string) probeReply {
+		try := func(what string, pod string, res string, sec podSecurity, path, want string) probe.Reply {
 			p := n.newPod(pod, map[string]int64{res: 1})
 			if err := n.allocate(p); err != nil {
 				t.Fatal(err)
 			}
 			c := n.runContainer(p, sec)
-			st := c.do(r.t, probeReq{Op: "stat", Path: path})
-			rep := c.do(r.t, probeReq{Op: "open", Path: path, Flags: "rw"})
-			r.saw("%s: node %s, open rw %s", what, st.node(), rep.result())
-			if rep.result() != want {
-				t.Errorf("%s: open rw %s gave %s (%s); want %s", what, path, rep.result(), rep.Error, want)
+			st := c.do(r.t, probe.Request{Op: "stat", Path: path})
+			rep := c.do(r.t, probe.Request{Op: "open", Path: path, Flags: "rw"})
+			r.saw("%s: node %s, open rw %s", what, st.Node(), rep.Result())
+			if rep.Result() != want {
+				t.Errorf("%s: open rw %s gave %s (%s); want %s", what, path, rep.Result(), rep.Error, want)
 			}
 			c.exit(t)
 			return st
@@ -201,16 +203,16 @@ rules:
 		try("no group", "nonroot", res("rw"), podSecurity{runAsUser: uid}, dev("rw"), "EACCES")
 		if st := try("device_ownership_from_security_context", "nonroot-owner", res("rw"),
 			podSecurity{runAsUser: uid, runAsGroup: ptr(uint32(1000)), deviceOwnership: true}, dev("rw"), "ok"); st.UID != 1000 || st.GID != 1000 {
-			t.Errorf("with device_ownership_from_security_context the node is %s; want it owned by 1000:1000", st.node())
+			t.Errorf("with device_ownership_from_security_context the node is %s; want it owned by 1000:1000", st.Node())
 		}
 		// CDI: the CDI library gives a node the spec leaves unowned to the
 		// process's own non-zero uid and gid, so a non-root process opens
 		// it with nothing set; owner sets the owner and mode instead.
 		if st := try("CDI, no owner, no group", "nonroot-cdi", res("cdi"), podSecurity{runAsUser: uid}, dev("cdi"), "ok"); st.UID != 1000 {
-			t.Errorf("the CDI device's node is %s; the CDI library owns it by the process's uid 1000", st.node())
+			t.Errorf("the CDI device's node is %s; the CDI library owns it by the process's uid 1000", st.Node())
 		}
 		if st := try("CDI owner {uid: 1000, gid: 1000, mode: 0660}", "nonroot-cdi-owner", res("cdiowner"), podSecurity{runAsUser: uid}, dev("cdiowner"), "ok"); st.UID != 1000 || st.GID != 1000 || st.Mode != "0660" {
-			t.Errorf("the CDI device's node is %s; the rule's owner says 0660 1000:1000", st.node())
+			t.Errorf("the CDI device's node is %s; the rule's owner says 0660 1000:1000", st.Node())
 		}
 	})
 	if t.Failed() {

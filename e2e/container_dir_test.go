@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ func TestContainerDirectory(t *testing.T) {
 	}
 	c := n.runContainer(pod, podSecurity{})
 	r := newReport(t, "3 directory /dev/snd")
-	ls := c.do(t, probeReq{Op: "list", Path: "/dev/snd"})
+	ls := c.do(t, probe.Request{Op: "list", Path: "/dev/snd"})
 	r.saw("/dev/snd holds %v", ls.Names)
 	if want := []string{"controlC0", "pcmC0D0c", "pcmC0D0p"}; !slices.Equal(ls.Names, want) {
 		t.Errorf("the container's /dev/snd holds %v (%s); want %v", ls.Names, ls.Error, want)

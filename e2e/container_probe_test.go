@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 )
 
@@ -38,33 +39,33 @@ func (r *report) saw(format string, args ...any) {
 
 // expect sends the request, reports what the process saw, and fails the
 // case unless the answer is want ("ok" or an errno name).
-func (r *report) expect(c *container, req probeReq, want string) probeReply {
+func (r *report) expect(c *container, req probe.Request, want string) probe.Reply {
 	r.t.Helper()
 	rep := c.do(r.t, req)
 	what := req.Op
 	if req.Flags != "" {
 		what += " " + req.Flags
 	}
-	r.saw("%s %s %s", what, req.Path, rep.result())
-	if rep.result() != want {
-		r.t.Errorf("%s %s: the process saw %s (%s); want %s", what, req.Path, rep.result(), rep.Error, want)
+	r.saw("%s %s %s", what, req.Path, rep.Result())
+	if rep.Result() != want {
+		r.t.Errorf("%s %s: the process saw %s (%s); want %s", what, req.Path, rep.Result(), rep.Error, want)
 	}
 	return rep
 }
 
 // stat reports the node as the process sees it and fails unless it has
 // the type and numbers of the host's node.
-func (r *report) stat(c *container, path string, host probeReply) probeReply {
+func (r *report) stat(c *container, path string, host probe.Reply) probe.Reply {
 	r.t.Helper()
-	rep := c.do(r.t, probeReq{Op: "stat", Path: path})
+	rep := c.do(r.t, probe.Request{Op: "stat", Path: path})
 	if rep.Errno != "" {
 		r.saw("stat %s %s", path, rep.Errno)
 		r.t.Errorf("stat %s in the container: %s", path, rep.Error)
 		return rep
 	}
-	r.saw("%s is %s", path, rep.node())
+	r.saw("%s is %s", path, rep.Node())
 	if rep.Type != host.Type || rep.Major != host.Major || rep.Minor != host.Minor {
-		r.t.Errorf("%s in the container is %s; the host's %s is %s", path, rep.node(), host.Path, host.node())
+		r.t.Errorf("%s in the container is %s; the host's %s is %s", path, rep.Node(), host.Path, host.Node())
 	}
 	return rep
 }
@@ -75,10 +76,10 @@ func (r *report) stat(c *container, path string, host probeReply) probeReply {
 func (r *report) roundTrip(c *container, writeVia, readVia, host string) {
 	r.t.Helper()
 	pattern := fmt.Sprintf("sdm-e2e %s via %s", c.id, writeVia)
-	if rep := r.expect(c, probeReq{Op: "write", Path: writeVia, Data: pattern}, "ok"); rep.Errno != "" {
+	if rep := r.expect(c, probe.Request{Op: "write", Path: writeVia, Data: pattern}, "ok"); rep.Errno != "" {
 		return
 	}
-	rep := r.expect(c, probeReq{Op: "read", Path: readVia, Len: len(pattern)}, "ok")
+	rep := r.expect(c, probe.Request{Op: "read", Path: readVia, Len: len(pattern)}, "ok")
 	if rep.Data != pattern {
 		r.t.Errorf("read %s gave %q; wrote %q through %s", readVia, rep.Data, pattern, writeVia)
 	}
@@ -141,7 +142,7 @@ func udevSettle(t *testing.T) {
 // envOf returns the environment the process sees.
 func envOf(t *testing.T, c *container) map[string]string {
 	t.Helper()
-	rep := c.do(t, probeReq{Op: "env"})
+	rep := c.do(t, probe.Request{Op: "env"})
 	if rep.Errno != "" {
 		t.Fatalf("env: %s", rep.Error)
 	}

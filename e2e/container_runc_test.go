@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 )
@@ -99,7 +100,7 @@ func (c *container) writeRootfs() error {
 	if err := os.Chmod(c.bundle, 0o755); err != nil {
 		return err
 	}
-	bin, err := os.ReadFile(probe.path)
+	bin, err := os.ReadFile(probeBin.path)
 	if err != nil {
 		return err
 	}
@@ -107,7 +108,7 @@ func (c *container) writeRootfs() error {
 }
 
 // do sends the probe one request and returns its answer.
-func (c *container) do(t *testing.T, req probeReq) probeReply {
+func (c *container) do(t *testing.T, req probe.Request) probe.Reply {
 	t.Helper()
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -122,7 +123,7 @@ func (c *container) do(t *testing.T, req probeReq) probeReply {
 			<-c.done
 			t.Fatalf("the container ended (%v) before answering %s; runc: %s", c.err, b, c.stderr.String())
 		}
-		var rep probeReply
+		var rep probe.Reply
 		if err := json.Unmarshal([]byte(line), &rep); err != nil {
 			t.Fatalf("probe answered %q: %v", line, err)
 		}
@@ -130,7 +131,7 @@ func (c *container) do(t *testing.T, req probeReq) probeReply {
 	case <-time.After(waitLimit):
 		t.Fatalf("no answer to %s within %v; runc: %s", b, waitLimit, c.stderr.String())
 	}
-	return probeReply{}
+	return probe.Reply{}
 }
 
 // status reports runc's view of the container's status ("running",
@@ -215,46 +216,8 @@ func (c *container) deviceRules() []string {
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// probeReq and probeReply are probe.Request and probe.Reply (probe/main.go)
-// as JSON.
-type probeReq struct {
-	Op    string `json:"op"`
-	Path  string `json:"path,omitempty"`
-	Flags string `json:"flags,omitempty"`
-	Data  string `json:"data,omitempty"`
-	Len   int    `json:"len,omitempty"`
-	Type  string `json:"type,omitempty"`
-	Major uint32 `json:"major,omitempty"`
-	Minor uint32 `json:"minor,omitempty"`
-}
-
-type probeReply struct {
-	Op     string            `json:"op"`
-	Path   string            `json:"path"`
-	Errno  string            `json:"errno"`
-	Error  string            `json:"error"`
-	Type   string            `json:"type"`
-	Major  uint32            `json:"major"`
-	Minor  uint32            `json:"minor"`
-	UID    uint32            `json:"uid"`
-	GID    uint32            `json:"gid"`
-	Mode   string            `json:"mode"`
-	Groups []int             `json:"groups"`
-	Data   string            `json:"data"`
-	Env    map[string]string `json:"env"`
-	Names  []string          `json:"names"`
-}
-
-// result is how a report line shows an answer: "ok" or the errno name.
-func (r probeReply) result() string {
-	if r.Errno == "" {
-		return "ok"
-	}
-	return r.Errno
-}
-
 // hostNode is a host node as the probe's stat reports one.
-func hostNode(t *testing.T, path string) probeReply {
+func hostNode(t *testing.T, path string) probe.Reply {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -264,11 +227,6 @@ func hostNode(t *testing.T, path string) probeReply {
 	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
 		typ = "b"
 	}
-	return probeReply{Op: "stat", Path: path, Type: typ, Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev),
+	return probe.Reply{Op: "stat", Path: path, Type: typ, Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev),
 		UID: st.Uid, GID: st.Gid, Mode: fmt.Sprintf("%04o", st.Mode&0o7777)}
-}
-
-// node describes a stat answer: "b 252:3 0660 0:6".
-func (r probeReply) node() string {
-	return fmt.Sprintf("%s %d:%d %s %d:%d", r.Type, r.Major, r.Minor, r.Mode, r.UID, r.GID)
 }

@@ -35,9 +35,9 @@ const runcPath = "/usr/sbin/runc"
 // hierarchy, as kubelet's kubepods does.
 const cgroupParent = "/sdm-e2e"
 
-// probe is the static test program that is each container's whole root
-// filesystem, built once.
-var probe struct {
+// probeBin is the static test program (probe/run) that is each
+// container's whole root filesystem, built once.
+var probeBin struct {
 	once sync.Once
 	path string
 	err  error
@@ -61,23 +61,23 @@ func requireContainers(t *testing.T) {
 	if v1err != nil && v2err != nil {
 		t.Skip("skipping: no device cgroup (neither /sys/fs/cgroup/devices nor cgroup v2): a container could open any node")
 	}
-	probe.once.Do(func() {
-		probe.dir, probe.err = os.MkdirTemp("", "sdm-e2e-probe")
-		if probe.err != nil {
+	probeBin.once.Do(func() {
+		probeBin.dir, probeBin.err = os.MkdirTemp("", "sdm-e2e-probe")
+		if probeBin.err != nil {
 			return
 		}
-		probe.path = filepath.Join(probe.dir, "probe")
-		cmd := exec.Command(goTool(), "build", "-trimpath", "-o", probe.path, "./probe")
+		probeBin.path = filepath.Join(probeBin.dir, "probe")
+		cmd := exec.Command(goTool(), "build", "-trimpath", "-o", probeBin.path, "./probe/run")
 		// Static: the binary is the container's whole root filesystem.
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			probe.err = fmt.Errorf("building the probe: %w\n%s", err, out)
+			probeBin.err = fmt.Errorf("building the probe: %w\n%s", err, out)
 			return
 		}
 		fmt.Println("CONTAINER runtime:", runtimeVersions())
 	})
-	if probe.err != nil {
-		t.Fatal(probe.err)
+	if probeBin.err != nil {
+		t.Fatal(probeBin.err)
 	}
 }
 

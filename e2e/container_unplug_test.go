@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"testing"
+
+	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 )
 
 // Case 7: a device unplugged under a running container. The kubelet sees
@@ -33,13 +35,13 @@ func TestContainerHotRemove(t *testing.T) {
 	}
 	got := n.waitCapacity("the zram resource unhealthy after hot_remove", map[string]counts{res: {1, 0}})
 	r.saw("hot_remove: the kubelet has %s capacity %d allocatable %d", res, got[res].capacity, got[res].allocatable)
-	open := c.do(t, probeReq{Op: "open", Path: dev, Flags: "rw"})
-	r.saw("open rw %s %s (%s)", dev, open.result(), open.Error)
+	open := c.do(t, probe.Request{Op: "open", Path: dev, Flags: "rw"})
+	r.saw("open rw %s %s (%s)", dev, open.Result(), open.Error)
 	if open.Errno == "" {
 		t.Errorf("open %s succeeded with the device gone", dev)
 	}
 	// The rest of the container is untouched.
-	r.expect(c, probeReq{Op: "open", Path: "/dev/null", Flags: "rw"}, "ok")
+	r.expect(c, probe.Request{Op: "open", Path: "/dev/null", Flags: "rw"}, "ok")
 	if st := c.status(); st != "running" {
 		t.Errorf("runc state: %s; want running", st)
 	} else {

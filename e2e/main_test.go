@@ -27,8 +27,8 @@ var skipReason string
 func TestMain(m *testing.M) {
 	code := testMain(m)
 	// The container tests' probe, built by the first of them.
-	if probe.dir != "" {
-		os.RemoveAll(probe.dir)
+	if probeBin.dir != "" {
+		os.RemoveAll(probeBin.dir)
 	}
 	os.Exit(code)
 }

@@ -1,16 +1,17 @@
-// Command probe is the process the container tests (../container_test.go)
-// run inside a real container: the whole root filesystem is this static
-// binary. It reads one request per line on stdin, does it (open, read,
-// write, mknod, stat a device node; read the environment or a file) and
-// answers one JSON line on stdout with what it saw, failures as errno
-// names (EPERM, EACCES, ENXIO). It exits 0 at the end of its input.
-package main
+// Package probe is the process the container tests (../container_*_test.go)
+// run inside a real container, and its wire: the whole root filesystem is
+// the static binary probe/run builds. It reads one Request per line, does
+// it (open, read, write, mknod, stat a device node; list a directory; read
+// the environment or a file) and answers one JSON Reply line with what it
+// saw, failures as errno names (EPERM, EACCES, ENXIO).
+package probe
 
 import (
 	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -59,26 +60,23 @@ type Reply struct {
 
 const block = 4096
 
-func main() {
-	in := bufio.NewScanner(os.Stdin)
-	out := json.NewEncoder(os.Stdout)
-	for in.Scan() {
+// Serve answers every request of in on out, until in ends.
+func Serve(in io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(in)
+	enc := json.NewEncoder(out)
+	for sc.Scan() {
 		var req Request
 		var rep Reply
-		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
-			rep = Reply{Op: "?", Error: err.Error()}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			rep = Reply{Op: "?", Errno: "?", Error: err.Error()}
 		} else {
 			rep = do(req)
 		}
-		if err := out.Encode(rep); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+		if err := enc.Encode(rep); err != nil {
+			return err
 		}
 	}
-	if err := in.Err(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	return sc.Err()
 }
 
 func do(req Request) Reply {
@@ -243,4 +241,17 @@ func read(path string, n int) (string, error) {
 		return "", err
 	}
 	return string(buf[:min(got, n)]), nil
+}
+
+// Result is how a report shows an answer: "ok" or the errno name.
+func (r Reply) Result() string {
+	if r.Errno == "" {
+		return "ok"
+	}
+	return r.Errno
+}
+
+// Node describes a stat answer: "b 252:3 0660 0:6".
+func (r Reply) Node() string {
+	return fmt.Sprintf("%s %d:%d %s %d:%d", r.Type, r.Major, r.Minor, r.Mode, r.UID, r.GID)
 }
