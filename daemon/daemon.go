@@ -227,7 +227,13 @@ type daemon struct {
 	collect func(conf.Warning)
 	// blockVerdicts caches the dangerous-block-device check (see safety).
 	blockVerdicts map[string]verdict
-	serveWG       sync.WaitGroup
+	// gpus caches the Jetson GPUs for a resync period (readGPUs).
+	gpus struct {
+		ids  []string
+		at   time.Time
+		read bool
+	}
+	serveWG sync.WaitGroup
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -459,4 +460,54 @@ func TestProbeReport(t *testing.T) {
 		st := rep.Resources["smarter-devices/ttyUSB0"]
 		return err == nil && rep.Monitor && st.Registered && st.Healthy == 2 && st.Devices == 2
 	})
+}
+
+// sysDirReads wraps a sys FS and counts ReadDir of devices/ and
+// devices/platform, what listing the Jetson GPUs reads.
+type sysDirReads struct {
+	*hwfixture.FS
+	n atomic.Int64
+}
+
+func (s *sysDirReads) ReadDir(name string) ([]fs.DirEntry, error) {
+	if name == "devices" || name == "devices/platform" {
+		s.n.Add(1)
+	}
+	return s.FS.ReadDir(name)
+}
+
+// The Jetson GPUs are listed only when a rule asks for them, and then once
+// per resync period, not on every wake-up: listing sysfs's devices and
+// devices/platform cost more than the rest of a read but the device root.
+func TestGPUsReadOnlyWhenAsked(t *testing.T) {
+	for _, c := range []struct {
+		rules string
+		want  int64 // directory listings over several wake-ups
+	}{
+		{"- devicematch: ^ttyS[0-9]+$\n  nummaxdevices: 1\n", 0},
+		{"- devicematch: nvidia-gpu\n  nummaxdevices: 1\n- devicematch: ^ttyS[0-9]+$\n  nummaxdevices: 1\n", 2}, // devices and devices/platform, once
+	} {
+		m := hwfixture.Machines["jetson-orin"](false)
+		sys := &sysDirReads{FS: m.Sys}
+		stats := new(Stats)
+		h := newHarness(t, c.rules, func(o *Options) {
+			onMachine(m)(o)
+			o.SysFS, o.Stats = sys, stats
+		})
+		for i := range 5 {
+			m.Dev.Set("ttyS"+string(rune('0'+i)), charDev)
+			h.events.fire("add", "ttyS"+string(rune('0'+i)))
+		}
+		h.waitFor("smarter-devices/ttyS4", "served", health(1, pluginapi.Healthy))
+		if c.want > 0 {
+			h.waitFor("smarter-devices/nvidia-gpu0", "the Orin's GPU", health(1, pluginapi.Healthy))
+		}
+		if stats.Rescans.Load() < 2 {
+			t.Fatalf("%d rescans; the test needs several", stats.Rescans.Load())
+		}
+		if got := sys.n.Load(); got != c.want {
+			t.Errorf("rules %q: sysfs listed %d times over %d reads, want %d", c.rules, got, stats.Rescans.Load(), c.want)
+		}
+		h.stop()
+	}
 }

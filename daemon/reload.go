@@ -60,6 +60,7 @@ func (d *daemon) reload() {
 		return // a comment or an edit undone
 	}
 	d.cfg = cfg
+	d.gpus.read = false // a new GPU rule reads them at once
 	clear(d.warned)
 	d.log.Info().Str("file", d.opts.ConfigPath).Int("rules", len(cfg.Rules)).Msg("rules reloaded")
 }

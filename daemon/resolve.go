@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/hotplug"
@@ -22,10 +24,7 @@ func (d *daemon) read() (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
-	if err != nil {
-		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
-	}
+	gpus := d.readGPUs()
 	devs := make([]conf.Device, len(nodes))
 	var reader *hotplug.Reader
 	if d.rulesReadIdentity() {
@@ -45,6 +44,26 @@ func (d *daemon) read() (state, error) {
 	desired, warns := d.cfg.Resolve(d.opts.Prefix, devs, gpus)
 	d.logWarnings(warns)
 	return state{nodes: nodes, byPath: byPath, desired: d.refuseDangerous(desired, nodes)}, nil
+}
+
+// readGPUs lists the Jetson GPUs when a rule asks for them. Listing sysfs's
+// devices and devices/platform is the costliest part of a state read after
+// the device root, and an integrated GPU is never plugged in or out, so the
+// list is read again only after a resync period (or a reload).
+func (d *daemon) readGPUs() []string {
+	if !slices.ContainsFunc(d.cfg.Rules, func(r conf.Rule) bool { return r.Kind == conf.NvidiaGPURule }) {
+		return nil
+	}
+	if d.gpus.read && time.Since(d.gpus.at) < d.opts.Resync {
+		return d.gpus.ids
+	}
+	gpus, err := hotplug.ScanGPUs(d.opts.SysFS)
+	if err != nil {
+		d.log.Warn().Err(err).Str("dir", d.opts.SysRoot).Msg("cannot read GPUs from sysfs")
+		return gpus
+	}
+	d.gpus.ids, d.gpus.at, d.gpus.read = gpus, time.Now(), true
+	return gpus
 }
 
 // rulesReadIdentity reports whether any rule makes the daemon read a
