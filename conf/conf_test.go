@@ -310,7 +310,7 @@ func TestParseErrors(t *testing.T) {
 				`r.toml:2: extra: unknown field "extra" (known: version, rule)`,
 				"r.toml:5: rule[0].match: invalid regexp: missing closing ]: `[`",
 				`r.toml:6: rule[0].count: must be an integer, got a number`,
-				`r.toml:7: rule[0].perms: unknown field "perms" (known: match, count, permissions, name, allow_dangerous, subsystem, properties, attributes, container_path, expose_links, env, describe_env, class, with, mounts, cdi, owner)`,
+				`r.toml:7: rule[0].perms: unknown field "perms" (known: match, count, permissions, name, allow_dangerous, subsystem, properties, attributes, container_path, expose_links, env, describe_env, class, with, mounts, cdi, owner, evict_on_unplug)`,
 				`r.toml:9: rule[1].match: missing required field`,
 				`r.toml:10: rule[1].count: must not be negative, got -2`,
 				`r.toml:11: rule[1].permissions: must be a string, got an integer`,

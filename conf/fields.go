@@ -83,6 +83,7 @@ var ruleFields = []ruleField{
 	// After cdi: it is valid only with cdi: true.
 	{key: "owner", kind: kindFields, sub: []subField{{"uid", kindInt}, {"gid", kindInt}, {"mode", kindString}}, apply: applyOwner,
 		example: map[string]any{"uid": int64(1000), "gid": int64(1000), "mode": "0660"}, exampleNeeds: keyCDI},
+	{key: "evict_on_unplug", kind: kindBool, apply: setBool(func(r *Rule) *bool { return &r.EvictOnUnplug }), example: true},
 }
 
 // knownKeys lists the keys a rule may have in legacy or versioned files.

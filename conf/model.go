@@ -121,6 +121,12 @@ type Rule struct {
 	// through the CDI spec (only with CDI: the device plugin API has no
 	// such fields), so a non-root container can open them.
 	Owner Owner
+	// EvictOnUnplug asks that a pod using the device be evicted when it
+	// is unplugged. Only the DRA driver can: its unplugged device carries
+	// a NoExecute taint instead of NoSchedule, and Kubernetes' taint
+	// eviction controller moves the pod. The device plugin API has no
+	// such signal (the kubelet never evicts for an unhealthy device).
+	EvictOnUnplug bool
 
 	nameVars []string // placeholders of a Name template: {ID_SERIAL_SHORT}, {path}
 	subsysRE *regexp.Regexp
