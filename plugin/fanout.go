@@ -58,8 +58,11 @@ func (r *Registrar) Kick() {
 
 // WatchDir runs [WatchDir] on the kubelet's plugin directory dir and, at
 // every change (the kubelet removes plugin sockets when it starts, then
-// creates kubelet.sock), kicks every server running with this registrar:
-// each then re-checks whether it must serve or register again. While dir
+// creates kubelet.sock), kicks the servers it may concern: each then
+// re-checks whether it must serve or register again. A change of the
+// kubelet socket (or an unknown change) concerns every server; one of a
+// server's own socket concerns only that server, so that n servers
+// starting cost n re-checks, not n². While dir
 // has no kubelet socket, every server waits without retrying; WatchDir says
 // so once on log, at info, and again when the socket appears, so that the
 // reason nothing registers is in the log once, not once per resource. It
@@ -71,13 +74,38 @@ func (r *Registrar) WatchDir(ctx context.Context, dir string, log zerolog.Logger
 	// not in place.
 	f.kubelet, f.log = filepath.Join(filepath.Clean(dir), DefaultKubeletSocket), log
 	f.mu.Unlock()
-	err := WatchDir(ctx, dir, log, func(string) { r.Kick() })
+	err := WatchDir(ctx, dir, log, r.kickFor)
 	if err != nil {
 		// A watch that could not be set up has not checked yet: the wait
 		// for the kubelet is still said at start.
 		r.Kick()
 	}
 	return err
+}
+
+// kickFor kicks the servers a change of the entry name in the plugin
+// directory concerns: all of them for the kubelet socket or "" (anything
+// may have changed), else those serving on a socket of that name.
+func (r *Registrar) kickFor(name string) {
+	f := &r.fan
+	if name == "" || f.kubeletName() == name {
+		r.Kick()
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.servers {
+		if s.opts.Socket == name {
+			s.Kick()
+		}
+	}
+}
+
+// kubeletName is the base name of the kubelet socket WatchDir watches for.
+func (f *fanOut) kubeletName() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return filepath.Base(f.kubelet)
 }
 
 // checkKubeletLocked says when the kubelet socket goes and comes back;

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,5 +44,47 @@ func TestRegistrarForgetsStoppedServers(t *testing.T) {
 	}
 	if n := reg.joined(); n != 0 {
 		t.Errorf("%d servers still joined after Run returned, want 0", n)
+	}
+}
+
+// A change of one server's socket in the plugin directory kicks that server
+// only; a change of the kubelet socket, or an unknown change, kicks them
+// all. With every server kicked at every socket created, n resources
+// starting cost n² re-checks (each two stats).
+func TestRegistrarKicksOnlyTheServersConcerned(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	reg := NewRegistrar()
+	defer reg.Close()
+	reg.fan.kubelet = dir + "/" + DefaultKubeletSocket
+	var srvs []*Server
+	for _, name := range []string{"a", "b", "c"} {
+		s := NewServer(Options{ResourceName: "smarter-devices/" + name, Socket: name + ".sock", Dir: dir, Logger: zerolog.Nop(), Registrar: reg}, Snapshot{})
+		defer reg.join(s)()
+		srvs = append(srvs, s)
+	}
+	pending := func() (kicked []bool) {
+		for _, s := range srvs {
+			select {
+			case <-s.kick:
+				kicked = append(kicked, true)
+			default:
+				kicked = append(kicked, false)
+			}
+		}
+		return kicked
+	}
+	for _, c := range []struct {
+		name string
+		want []bool
+	}{
+		{"b.sock", []bool{false, true, false}},
+		{"other.sock", []bool{false, false, false}},
+		{DefaultKubeletSocket, []bool{true, true, true}},
+		{"", []bool{true, true, true}},
+	} {
+		reg.kickFor(c.name)
+		if got := pending(); !slices.Equal(got, c.want) {
+			t.Errorf("a change of %q kicked %v (servers a, b, c); want %v", c.name, got, c.want)
+		}
 	}
 }
