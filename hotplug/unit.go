@@ -39,6 +39,9 @@ type Unit struct {
 	// Port is a USB device's port path as the kernel names the device:
 	// bus number, then the port chain ("1-1.4").
 	Port string
+	// Model is a USB device's product string, as the device reports it
+	// ("FT232R USB UART"); "" when it has none.
+	Model string
 }
 
 // Unit returns the physical device the node described by info belongs to:
@@ -85,6 +88,8 @@ func (r *Reader) usbUnit(dir string) Unit {
 	u.Product, _ = r.attr(dir + "/idProduct")
 	u.Serial, _ = r.attr(dir + "/serial")
 	u.Serial = strings.TrimSpace(u.Serial)
+	u.Model, _ = r.attr(dir + "/product")
+	u.Model = strings.TrimSpace(u.Model)
 	// The port: the device's name is <bus>-<chain> ("1-1.4"); the bus
 	// number is the root hub's, which the host controller above it owns.
 	// An xHCI controller has two root hubs (USB 2 and 3) for the same
@@ -100,6 +105,19 @@ func (r *Reader) usbUnit(dir string) Unit {
 		u.Key = idSafe(u.Vendor + "_" + u.Product + "_" + u.Serial)
 	}
 	return u
+}
+
+// Driver is the kernel driver bound to the device described by info or to
+// its nearest ancestor that has one: a usb-serial port's "ftdi_sio", a
+// webcam's "uvcvideo" (its interface's), a PCI sound card's
+// "snd_hda_intel". "" when none has.
+func (r *Reader) Driver(info DeviceInfo) string {
+	for dir := info.SysPath; dir != "." && dir != "devices" && dir != "/" && dir != ""; dir = path.Dir(dir) {
+		if target, err := fs.ReadLink(r.sys, dir+"/driver"); err == nil {
+			return path.Base(target)
+		}
+	}
+	return ""
 }
 
 // usbHost returns the host controller of the USB device at dir: the parent

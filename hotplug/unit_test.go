@@ -129,3 +129,39 @@ func TestUnitWithoutSysfs(t *testing.T) {
 		t.Errorf("zram0: %+v", u)
 	}
 }
+
+// What a unit says of itself besides its key: a USB device's product
+// string, and the driver nearest the node, read from sysfs alone.
+func TestUnitModelAndDriver(t *testing.T) {
+	cases := []struct {
+		machine, node, model, driver string
+	}{
+		{"pc-serial", "ttyUSB0", "FT232R USB UART", "ftdi_sio"}, // the usb-serial port's driver, above the tty
+		{"pc-serial", "ttyUSB2", "USB Serial", "ch341"},
+		{"pc-av", "video0", "", "uvcvideo"}, // no product string; its interface's driver
+		{"pc-av", "snd/controlC0", "", "snd_hda_intel"},
+		{"pc-av", "snd/controlC1", "", "snd-usb-audio"},
+	}
+	for _, udev := range []bool{true, false} {
+		machines := map[string]*hwfixture.Machine{}
+		for _, c := range cases {
+			m := machines[c.machine]
+			if m == nil {
+				m = hwfixture.Machines[c.machine](udev)
+				machines[c.machine] = m
+			}
+			major, minor, block, err := Rdev(m.Dev, c.node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := NewReader(m.Sys, m.Run)
+			info, err := r.Info(major, minor, block)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u, d := r.Unit(info), r.Driver(info); u.Model != c.model || d != c.driver {
+				t.Errorf("udev=%v %s %s: model %q driver %q, want %q %q", udev, c.machine, c.node, u.Model, d, c.model, c.driver)
+			}
+		}
+	}
+}
