@@ -20,6 +20,10 @@ type running struct {
 // apply carries out the plan's actions on the device-plugin output, and
 // keeps d.resources, the plan's view of what runs, in step with it.
 func (d *daemon) apply(ctx context.Context, acts []action) {
+	if d.opts.Output != nil {
+		d.applyOutput(acts)
+		return
+	}
 	for _, a := range acts {
 		if _, busy := d.stopping[a.name]; busy && a.op == opStart {
 			// Its previous server still shuts down, and its clean-up (the
@@ -41,18 +45,23 @@ func (d *daemon) apply(ctx context.Context, acts []action) {
 			d.resources[a.name] = a.res
 			d.update(d.servers[a.name], old, a.res)
 		case opStop:
-			switch {
-			case a.why == stopUnwanted:
-				d.log.Info().Str("resource", a.name).Msg("no rule asks for this resource any more; stopping")
-			case class:
-				d.log.Info().Str("resource", a.name).Msg("every device of the class stayed away; removing resource")
-			default:
-				d.log.Info().Str("resource", a.name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
-			}
+			d.logStop(a)
 			delete(d.resources, a.name)
 			delete(d.lastSeen, a.name)
 			d.stop(a.name)
 		}
+	}
+}
+
+// logStop says why a resource stops.
+func (d *daemon) logStop(a action) {
+	switch {
+	case a.why == stopUnwanted:
+		d.log.Info().Str("resource", a.name).Msg("no rule asks for this resource any more; stopping")
+	case a.res.class:
+		d.log.Info().Str("resource", a.name).Msg("every device of the class stayed away; removing resource")
+	default:
+		d.log.Info().Str("resource", a.name).Stringer("after", d.opts.RemoveAfter).Msg("device stayed away; removing resource")
 	}
 }
 

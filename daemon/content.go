@@ -34,6 +34,9 @@ type resolvedUnit struct {
 	// when HasGID.
 	GID    uint32
 	HasGID bool
+	// Ident describes the unit; read only for an Output (Options.Output),
+	// and no part of its content: a container gets nothing of it.
+	Ident Identity
 }
 
 // resolvedNode is one device node of a resolved unit.
@@ -48,8 +51,8 @@ type resolvedNode struct {
 // state read, and each output only renders it: the device plugin's
 // Allocate answer and its CDI spec (render.go, cdi.go), and any other
 // output the same way.
-type content struct {
-	Nodes  []deviceNode
+type Content struct {
+	Nodes  []DeviceNode
 	Env    map[string]string // nil when empty
 	Mounts []conf.Mount
 	// NUMANode is the unit's NUMA node when HasNUMA: the kubelet's
@@ -65,8 +68,8 @@ type content struct {
 	Owner conf.Owner
 }
 
-// deviceNode is one device node a container gets.
-type deviceNode struct {
+// DeviceNode is one device node a container gets.
+type DeviceNode struct {
 	HostPath      string // on the host, e.g. /dev/ttyUSB0
 	ContainerPath string // in the container
 	Permissions   string // cgroup permissions: some of "rwm"
@@ -75,7 +78,7 @@ type deviceNode struct {
 // equal reports whether two contents give a container the same. Every
 // field counts (TestContentEqualCoversEveryField), so a change in any of
 // them reaches the outputs.
-func (c content) equal(o content) bool {
+func (c Content) equal(o Content) bool {
 	return slices.Equal(c.Nodes, o.Nodes) && maps.Equal(c.Env, o.Env) && slices.Equal(c.Mounts, o.Mounts) &&
 		c.NUMANode == o.NUMANode && c.HasNUMA == o.HasNUMA && c.MissingCompanion == o.MissingCompanion && c.Owner == o.Owner
 }
@@ -84,15 +87,15 @@ func (c content) equal(o content) bool {
 // rule may move the nodes in the container (container_path), add udev's
 // links to them (expose_links), companion nodes (with), mounts, and
 // environment (env, describe_env). A GPU gets NVIDIA_VISIBLE_DEVICES.
-func buildContent(rule *conf.Rule, resource, permissions string, u resolvedUnit) content {
-	var c content
+func buildContent(rule *conf.Rule, resource, permissions string, u resolvedUnit) Content {
+	var c Content
 	if u.GPU != "" {
 		c.Env = map[string]string{"NVIDIA_VISIBLE_DEVICES": u.GPU}
 		maps.Copy(c.Env, rule.Env)
 		return c
 	}
 	add := func(host, container string) {
-		c.Nodes = append(c.Nodes, deviceNode{HostPath: host, ContainerPath: container, Permissions: permissions})
+		c.Nodes = append(c.Nodes, DeviceNode{HostPath: host, ContainerPath: container, Permissions: permissions})
 	}
 	for _, n := range u.Nodes {
 		in := inContainer(rule, u, n.Path)

@@ -27,8 +27,8 @@ func ttyUSB0() resolvedUnit {
 // nodes, directories, GPUs and class members with several nodes.
 func TestBuildContent(t *testing.T) {
 	const res = "smarter-devices/gps"
-	node := func(host, container string) deviceNode {
-		return deviceNode{HostPath: host, ContainerPath: container, Permissions: "rw"}
+	node := func(host, container string) DeviceNode {
+		return DeviceNode{HostPath: host, ContainerPath: container, Permissions: "rw"}
 	}
 	snd := resolvedUnit{Path: "snd", Dir: true, Nodes: []resolvedNode{
 		{Path: "snd/controlC0", Host: "/dev/snd/controlC0"},
@@ -45,24 +45,24 @@ func TestBuildContent(t *testing.T) {
 		name string
 		rule conf.Rule
 		unit resolvedUnit
-		want content
+		want Content
 	}{
 		{
 			name: "a node as it is; NUMA from the device",
 			unit: ttyUSB0(),
-			want: content{Nodes: []deviceNode{node("/dev/ttyUSB0", "/dev/ttyUSB0")}, NUMANode: 1, HasNUMA: true},
+			want: Content{Nodes: []DeviceNode{node("/dev/ttyUSB0", "/dev/ttyUSB0")}, NUMANode: 1, HasNUMA: true},
 		},
 		{
 			name: "container_path moves the node",
 			rule: conf.Rule{ContainerPath: "/dev/gps0"},
 			unit: ttyUSB0(),
-			want: content{Nodes: []deviceNode{node("/dev/ttyUSB0", "/dev/gps0")}, NUMANode: 1, HasNUMA: true},
+			want: Content{Nodes: []DeviceNode{node("/dev/ttyUSB0", "/dev/gps0")}, NUMANode: 1, HasNUMA: true},
 		},
 		{
 			name: "expose_links: the same node at each udev link",
 			rule: conf.Rule{ExposeLinks: true},
 			unit: ttyUSB0(),
-			want: content{Nodes: []deviceNode{
+			want: Content{Nodes: []DeviceNode{
 				node("/dev/ttyUSB0", "/dev/ttyUSB0"),
 				node("/dev/ttyUSB0", "/dev/serial/by-id/usb-FTDI_FT232R_A1B2C3-if00-port0"),
 				node("/dev/ttyUSB0", "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0"),
@@ -72,8 +72,8 @@ func TestBuildContent(t *testing.T) {
 			name: "describe_env: path in the container, stable link, serial, group; env added as is",
 			rule: conf.Rule{DescribeEnv: true, ContainerPath: "/dev/gps0", Env: map[string]string{"GPS_BAUD": "9600"}},
 			unit: ttyUSB0(),
-			want: content{
-				Nodes: []deviceNode{node("/dev/ttyUSB0", "/dev/gps0")},
+			want: Content{
+				Nodes: []DeviceNode{node("/dev/ttyUSB0", "/dev/gps0")},
 				Env: map[string]string{
 					"GPS_BAUD":                  "9600",
 					"SMARTER_DEVICE_GPS":        "/dev/gps0",
@@ -88,8 +88,8 @@ func TestBuildContent(t *testing.T) {
 			name: "describe_env without udev: no stable link, the serial from sysfs",
 			rule: conf.Rule{DescribeEnv: true},
 			unit: resolvedUnit{Path: "ttyUSB0", Nodes: []resolvedNode{{Path: "ttyUSB0", Host: "/dev/ttyUSB0"}}, Serial: "A1B2C3"},
-			want: content{
-				Nodes: []deviceNode{node("/dev/ttyUSB0", "/dev/ttyUSB0")},
+			want: Content{
+				Nodes: []DeviceNode{node("/dev/ttyUSB0", "/dev/ttyUSB0")},
 				Env:   map[string]string{"SMARTER_DEVICE_GPS": "/dev/ttyUSB0", "SMARTER_DEVICE_GPS_SERIAL": "A1B2C3"},
 			},
 		},
@@ -97,8 +97,8 @@ func TestBuildContent(t *testing.T) {
 			name: "a directory: every node below it, container_path keeps their place below it",
 			rule: conf.Rule{ContainerPath: "/dev/audio", DescribeEnv: true},
 			unit: snd,
-			want: content{
-				Nodes: []deviceNode{node("/dev/snd/controlC0", "/dev/audio/controlC0"), node("/dev/snd/pcmC0D0p", "/dev/audio/pcmC0D0p")},
+			want: Content{
+				Nodes: []DeviceNode{node("/dev/snd/controlC0", "/dev/audio/controlC0"), node("/dev/snd/pcmC0D0p", "/dev/audio/pcmC0D0p")},
 				Env:   map[string]string{"SMARTER_DEVICE_GPS": "/dev/audio", "SMARTER_DEVICE_GPS_GID": "29"},
 			},
 		},
@@ -106,7 +106,7 @@ func TestBuildContent(t *testing.T) {
 			name: "an empty directory: nothing to describe",
 			rule: conf.Rule{DescribeEnv: true},
 			unit: resolvedUnit{Path: "snd", Dir: true, GID: 29, HasGID: true},
-			want: content{},
+			want: Content{},
 		},
 		{
 			name: "companions present and an optional one missing; mounts",
@@ -115,8 +115,8 @@ func TestBuildContent(t *testing.T) {
 				Mounts: []conf.Mount{{HostPath: "/usr/lib/nvidia", ContainerPath: "/usr/local/nvidia/lib", ReadOnly: true}},
 			},
 			unit: gpuNodes,
-			want: content{
-				Nodes:  []deviceNode{node("/dev/nvidia0", "/dev/nvidia0"), node("/dev/nvidiactl", "/dev/nvidiactl")},
+			want: Content{
+				Nodes:  []DeviceNode{node("/dev/nvidia0", "/dev/nvidia0"), node("/dev/nvidiactl", "/dev/nvidiactl")},
 				Mounts: []conf.Mount{{HostPath: "/usr/lib/nvidia", ContainerPath: "/usr/local/nvidia/lib", ReadOnly: true}},
 			},
 		},
@@ -124,8 +124,8 @@ func TestBuildContent(t *testing.T) {
 			name: "a required companion missing",
 			rule: conf.Rule{With: []conf.Companion{{Path: "nvidiactl"}, {Path: "nvidia-uvm"}}},
 			unit: gpuNodes,
-			want: content{
-				Nodes:            []deviceNode{node("/dev/nvidia0", "/dev/nvidia0"), node("/dev/nvidiactl", "/dev/nvidiactl")},
+			want: Content{
+				Nodes:            []DeviceNode{node("/dev/nvidia0", "/dev/nvidia0"), node("/dev/nvidiactl", "/dev/nvidiactl")},
 				MissingCompanion: true,
 			},
 		},
@@ -134,7 +134,7 @@ func TestBuildContent(t *testing.T) {
 			rule: conf.Rule{ExposeLinks: true, With: []conf.Companion{{Path: "nvidiactl"}}},
 			unit: resolvedUnit{Path: "nvidia0", Nodes: []resolvedNode{{Path: "nvidia0", Host: "/dev/nvidia0", Links: []string{"/dev/gpu/by-path/pci-0000:01:00.0"}}},
 				Companions: gpuNodes.Companions},
-			want: content{Nodes: []deviceNode{
+			want: Content{Nodes: []DeviceNode{
 				node("/dev/nvidia0", "/dev/nvidia0"), node("/dev/nvidia0", "/dev/gpu/by-path/pci-0000:01:00.0"), node("/dev/nvidiactl", "/dev/nvidiactl"),
 			}},
 		},
@@ -142,7 +142,7 @@ func TestBuildContent(t *testing.T) {
 			name: "a class member with several nodes: each with its links, companions once",
 			rule: conf.Rule{ExposeLinks: true, With: []conf.Companion{{Path: "nvidiactl"}}},
 			unit: func() resolvedUnit { u := camera; u.Companions = gpuNodes.Companions; return u }(),
-			want: content{Nodes: []deviceNode{
+			want: Content{Nodes: []DeviceNode{
 				node("/dev/video0", "/dev/video0"), node("/dev/video0", "/dev/v4l/by-id/usb-cam-video-index0"),
 				node("/dev/video1", "/dev/video1"), node("/dev/video1", "/dev/v4l/by-id/usb-cam-video-index1"),
 				node("/dev/media0", "/dev/media0"), node("/dev/nvidiactl", "/dev/nvidiactl"),
@@ -152,8 +152,8 @@ func TestBuildContent(t *testing.T) {
 			name: "a class member described: its first node",
 			rule: conf.Rule{DescribeEnv: true},
 			unit: camera,
-			want: content{
-				Nodes: []deviceNode{node("/dev/video0", "/dev/video0"), node("/dev/video1", "/dev/video1"), node("/dev/media0", "/dev/media0")},
+			want: Content{
+				Nodes: []DeviceNode{node("/dev/video0", "/dev/video0"), node("/dev/video1", "/dev/video1"), node("/dev/media0", "/dev/media0")},
 				Env:   map[string]string{"SMARTER_DEVICE_GPS": "/dev/video0", "SMARTER_DEVICE_GPS_STABLE": "/dev/v4l/by-id/usb-cam-video-index0"},
 			},
 		},
@@ -161,7 +161,7 @@ func TestBuildContent(t *testing.T) {
 			name: "a Jetson GPU: its index in the environment, the rule's env over it",
 			rule: conf.Rule{Env: map[string]string{"NVIDIA_DRIVER_CAPABILITIES": "all"}, Mounts: []conf.Mount{{HostPath: "/a", ContainerPath: "/b"}}},
 			unit: resolvedUnit{GPU: "0"},
-			want: content{Env: map[string]string{"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": "all"}},
+			want: Content{Env: map[string]string{"NVIDIA_VISIBLE_DEVICES": "0", "NVIDIA_DRIVER_CAPABILITIES": "all"}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,9 +186,9 @@ func TestBuildContentCopies(t *testing.T) {
 }
 
 // fullContent sets every field of content to something non-zero.
-func fullContent() content {
-	return content{
-		Nodes:            []deviceNode{{HostPath: "/dev/ttyUSB0", ContainerPath: "/dev/gps0", Permissions: "rw"}},
+func fullContent() Content {
+	return Content{
+		Nodes:            []DeviceNode{{HostPath: "/dev/ttyUSB0", ContainerPath: "/dev/gps0", Permissions: "rw"}},
 		Env:              map[string]string{"A": "b"},
 		Mounts:           []conf.Mount{{HostPath: "/etc/hostname", ContainerPath: "/etc/node-name", ReadOnly: true}},
 		NUMANode:         1,
@@ -209,9 +209,9 @@ func TestContentEqualCoversEveryField(t *testing.T) {
 		if v.Field(i).IsZero() {
 			t.Fatalf("fullContent leaves %s zero: set it there, and compare it in content.equal", name)
 		}
-		var only content
+		var only Content
 		reflect.ValueOf(&only).Elem().Field(i).Set(v.Field(i))
-		if only.equal(content{}) || (content{}).equal(only) {
+		if only.equal(Content{}) || (Content{}).equal(only) {
 			t.Errorf("content.equal ignores %s", name)
 		}
 		without := full

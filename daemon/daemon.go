@@ -71,6 +71,10 @@ type Options struct {
 	// ProcFS replaces os.DirFS("/proc"), where the daemon reads its own
 	// mount table (self/mountinfo) to refuse mounted block devices.
 	ProcFS fs.FS
+	// Output, when set, replaces the device plugin: no plugin server
+	// starts, the plugin directory is not watched, and the plan goes to
+	// the Output (the DRA driver). Run runs it and stops with it.
+	Output Output
 	// ServerMinBackoff and ServerMaxBackoff bound the plugin servers'
 	// retry backoff (plugin.Options.MinBackoff, MaxBackoff); zero takes
 	// plugin's defaults, tests shorten them.
@@ -127,7 +131,8 @@ func (o *Options) setDefaults() error {
 }
 
 // Run serves until ctx ends, then stops every plugin server (each removes
-// its socket) and returns nil. It returns an error only for unusable options.
+// its socket) and returns nil. It returns an error only for unusable
+// options, or the error that stopped Options.Output.
 func Run(ctx context.Context, opts Options) error {
 	if err := opts.setDefaults(); err != nil {
 		return err
@@ -136,11 +141,18 @@ func Run(ctx context.Context, opts Options) error {
 	defer cancel()
 
 	d := newDaemon(opts)
-	d.reg = plugin.NewRegistrar()
-	defer d.reg.Close() // after every server has stopped (loop returns first)
-
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	var outErr error
+	if opts.Output != nil {
+		wg.Go(func() {
+			if outErr = opts.Output.Run(ctx); outErr != nil {
+				cancel() // an output that cannot serve leaves nothing to do
+			}
+		})
+	} else {
+		d.reg = plugin.NewRegistrar()
+		defer d.reg.Close() // after every server has stopped (loop returns first)
+	}
 	if opts.Events != nil {
 		d.opts.Probe.monitor.Store(true)
 		wg.Go(func() {
@@ -150,15 +162,17 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		})
 	}
-	wg.Go(func() {
-		// kubelet removes every plugin socket when it starts and then
-		// creates kubelet.sock: the registrar passes both on to every
-		// server, which checks whether it must serve or register again.
-		err := d.reg.WatchDir(ctx, opts.PluginDir, d.log)
-		if err != nil {
-			d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; the kubelet's start and restarts are noticed only at the periodic resync")
-		}
-	})
+	if d.reg != nil {
+		wg.Go(func() {
+			// kubelet removes every plugin socket when it starts and then
+			// creates kubelet.sock: the registrar passes both on to every
+			// server, which checks whether it must serve or register again.
+			err := d.reg.WatchDir(ctx, opts.PluginDir, d.log)
+			if err != nil {
+				d.log.Error().Err(err).Str("dir", opts.PluginDir).Msg("cannot watch the plugin directory; the kubelet's start and restarts are noticed only at the periodic resync")
+			}
+		})
+	}
 
 	if opts.WatchConfig && opts.ConfigPath != "" {
 		if w, relevant := d.startConfigWatch(); w != nil {
@@ -167,7 +181,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	d.loop(ctx)
-	return nil
+	wg.Wait()
+	return outErr
 }
 
 // newDaemon returns the daemon's state for opts, defaults applied; Run
@@ -276,7 +291,9 @@ func (d *daemon) loop(ctx context.Context) {
 		case <-resync.C:
 			// The servers' own safety net, too: one timer here instead of
 			// a ticker in every server.
-			d.reg.Kick()
+			if d.reg != nil {
+				d.reg.Kick()
+			}
 		case <-removal.C:
 		case <-d.opts.Reload:
 			d.reload()
@@ -314,7 +331,11 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 	defer func() {
 		d.opts.Stats.Rescans.Add(1)
 		d.opts.Stats.RescanNanos.Add(uint64(time.Since(began)))
-		d.opts.Stats.Resources.Store(int64(len(d.servers)))
+		n := len(d.servers)
+		if d.opts.Output != nil {
+			n = len(d.resources)
+		}
+		d.opts.Stats.Resources.Store(int64(n))
 	}()
 	st, err := d.read()
 	if err != nil {

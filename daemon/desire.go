@@ -30,12 +30,12 @@ func (d *daemon) desire(st *state) []resource {
 		if res.Members == nil {
 			dev := st.byPath[res.Path]
 			d.lastSeen[res.Name] = seen{res: res, dev: dev}
-			c := buildContent(rule, res.Name, res.Permissions, d.resolveUnit(st, rule, res.GPU, dev))
-			r.units = []unit{{device: deviceLabel(res), content: c}}
+			u := d.resolveUnit(st, rule, res.GPU, dev)
+			r.units = []unit{{device: deviceLabel(res), content: buildContent(rule, res.Name, res.Permissions, u), ident: u.Ident}}
 		} else {
 			for _, m := range res.Members {
 				u := d.resolveUnit(st, rule, "", append([]conf.Device{m.Device}, m.Others...)...)
-				r.units = append(r.units, unit{key: m.Key, device: m.Path, content: buildContent(rule, res.Name, res.Permissions, u)})
+				r.units = append(r.units, unit{key: m.Key, device: m.Path, content: buildContent(rule, res.Name, res.Permissions, u), ident: u.Ident})
 			}
 			slices.SortFunc(r.units, func(a, b unit) int { return strings.Compare(a.key, b.key) })
 		}
@@ -95,7 +95,11 @@ func (d *daemon) stillWanted(name string, class bool) (conf.Resource, bool) {
 
 // settings are a resource's settings as the rules give them.
 func (d *daemon) settings(res conf.Resource, class bool) settings {
-	return settings{name: res.Name, socket: res.Socket, class: class, count: res.Count, cdiKind: d.cdiKindFor(res)}
+	s := settings{name: res.Name, socket: res.Socket, class: class, count: res.Count, cdiKind: d.cdiKindFor(res)}
+	if res.Rule < len(d.cfg.Rules) {
+		s.evict = d.cfg.Rules[res.Rule].EvictOnUnplug
+	}
+	return s
 }
 
 // cdiKindFor is the CDI kind of a resource whose rule says cdi: true, or

@@ -18,7 +18,11 @@
 //   - apply (apply.go): the device-plugin output, one plugin.Server per
 //     resource, given each resource rendered as a plugin.Snapshot and, for
 //     cdi rules, a CDI spec (render.go, cdi.go: two renderings of one
-//     value). Another output renders the same plan.
+//     value). With Options.Output set (output.go), the plan goes there
+//     instead: every running resource, its units with their content and
+//     Identity (what sysfs and udev say the device is), and what changed.
+//     The DRA driver (package dra) is that output; daemon does not import
+//     it, nor anything of Kubernetes' API.
 //
 // A lost or spoofed event therefore costs nothing: the next read is the
 // truth. The servers of resources that go are stopped all at once, off the

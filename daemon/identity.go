@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"io/fs"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -20,9 +21,10 @@ type lazyIdent struct {
 	devFS  fs.FS
 	path   string
 
-	loaded bool
-	info   hotplug.DeviceInfo
-	err    error
+	loaded       bool
+	major, minor uint32 // the node's device number, once loaded without error
+	info         hotplug.DeviceInfo
+	err          error
 
 	unitRead bool
 	unit     hotplug.Unit
@@ -38,6 +40,7 @@ func (l *lazyIdent) load() {
 		l.err = err
 		return
 	}
+	l.major, l.minor = major, minor
 	l.info, l.err = l.reader.Info(major, minor, block)
 }
 
@@ -110,4 +113,52 @@ func (l *lazyIdent) physical() hotplug.Unit {
 		l.unit = l.reader.Unit(l.info)
 	}
 	return l.unit
+}
+
+// Identity is what sysfs and udev's database say a unit is, for an output
+// that describes devices (the DRA driver's attributes); its first node's
+// where it has several. An empty field is unknown. It is comparable, so a
+// field added here is compared by unit.equal.
+type Identity struct {
+	Path      string // the unit's node or directory below the device root; "" for a GPU
+	Subsystem string // sysfs subsystem: "tty", "video4linux", "sound"
+	// Major and Minor are the node's device number, when HasDevNum.
+	Major, Minor uint32
+	HasDevNum    bool
+	// Bus is the physical device's bus ("usb", "pci", "platform"), and
+	// BusAddress its name there ("1-1.4", "0000:00:1f.3"); "" when on none.
+	Bus, BusAddress string
+	// Vendor and Product are a USB device's idVendor and idProduct
+	// ("0403", "6001").
+	Vendor, Product string
+	Serial          string // udev's ID_SERIAL_SHORT, else the USB device's serial
+	// Model is a USB device's product string, else udev's model
+	// (ID_MODEL_FROM_DATABASE, ID_MODEL).
+	Model  string
+	Port   string // a USB device's port path: "1-1.4"
+	Driver string // the kernel driver nearest the node: "ftdi_sio"
+}
+
+// identity reads the node's Identity; a node sysfs does not know keeps
+// only its path.
+func (l *lazyIdent) identity() Identity {
+	id := Identity{Path: l.path}
+	if l.load(); l.err != nil {
+		return id
+	}
+	u := l.physical()
+	id.Subsystem = l.info.Subsystem
+	id.Major, id.Minor, id.HasDevNum = l.major, l.minor, true
+	id.Bus, id.Vendor, id.Product, id.Port, id.Model = u.Bus, u.Vendor, u.Product, u.Port, u.Model
+	if u.Bus != "" {
+		id.BusAddress = path.Base(u.SysPath)
+	}
+	id.Serial = l.serial()
+	for _, key := range []string{"ID_MODEL_FROM_DATABASE", "ID_MODEL"} {
+		if v, ok := l.Property(key); ok && id.Model == "" {
+			id.Model = v
+		}
+	}
+	id.Driver = l.reader.Driver(l.info)
+	return id
 }

@@ -26,6 +26,7 @@ type settings struct {
 	class   bool
 	count   int    // IDs per unit
 	cdiKind string // the CDI kind when the rule says cdi: true; "" otherwise
+	evict   bool   // the rule's evict_on_unplug (an Output's concern)
 }
 
 // unit is one allocatable unit of a resource: a class member (a physical
@@ -35,7 +36,10 @@ type unit struct {
 	device string // its first node or directory (or gpu.N), for logs
 	// content is what a container gets with it; an absent unit keeps what
 	// it last had.
-	content content
+	content Content
+	// ident describes the unit to an Output; zero without one. An absent
+	// unit keeps what it last had.
+	ident Identity
 	// absentSince is when the unit was first found gone; zero while present.
 	absentSince time.Time
 }
@@ -46,7 +50,7 @@ func (r resource) equal(o resource) bool {
 }
 
 func (u unit) equal(o unit) bool {
-	return u.key == o.key && u.device == o.device && u.absentSince.Equal(o.absentSince) && u.content.equal(o.content)
+	return u.key == o.key && u.device == o.device && u.absentSince.Equal(o.absentSince) && u.content.equal(o.content) && u.ident == o.ident
 }
 
 // present reports whether the unit was there at the last read.

@@ -10,8 +10,8 @@ import (
 )
 
 // node is the content of a unit with one node at /dev/<dev>.
-func node(dev string) content {
-	return content{Nodes: []deviceNode{{HostPath: "/dev/" + dev, ContainerPath: "/dev/" + dev, Permissions: "rw"}}}
+func node(dev string) Content {
+	return Content{Nodes: []DeviceNode{{HostPath: "/dev/" + dev, ContainerPath: "/dev/" + dev, Permissions: "rw"}}}
 }
 
 // plainRes is a plain resource (a class of one) present on dev.

@@ -33,7 +33,7 @@ func TestPreferredAllocationPolicy(t *testing.T) {
 	plain := settings{name: "smarter-devices/ttyUSB0", count: 2}
 	class := settings{name: "smarter-devices/modems", class: true}
 	one := []unit{{device: "ttyUSB0"}}
-	numa := []unit{{device: "ttyUSB0", content: content{NUMANode: 1, HasNUMA: true}}}
+	numa := []unit{{device: "ttyUSB0", content: Content{NUMANode: 1, HasNUMA: true}}}
 	for _, tc := range []struct {
 		name string
 		res  resource

@@ -66,11 +66,15 @@ func (p *Probe) Check(ctx context.Context) (Report, error) {
 // report answers a probe from the event loop, which owns the servers.
 func (d *daemon) report() Report {
 	r := Report{
-		Monitor:           d.opts.Probe.monitor.Load(),
-		Resources:         make(map[string]ResourceStatus, len(d.servers)),
-		WaitingForKubelet: d.kubeletAbsent(),
-		Stopping:          len(d.stopping),
+		Monitor:   d.opts.Probe.monitor.Load(),
+		Resources: make(map[string]ResourceStatus, len(d.servers)),
+		Stopping:  len(d.stopping),
 	}
+	if d.opts.Output != nil {
+		d.reportOutput(&r)
+		return r
+	}
+	r.WaitingForKubelet = d.kubeletAbsent()
 	for name, s := range d.servers {
 		ss, _ := s.srv.Status()
 		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices),

@@ -27,7 +27,8 @@ func (d *daemon) read() (state, error) {
 	gpus := d.readGPUs()
 	devs := make([]conf.Device, len(nodes))
 	var reader *hotplug.Reader
-	if d.rulesReadIdentity() {
+	if d.rulesReadIdentity() || d.opts.Output != nil {
+		// (An Output describes every device by its identity.)
 		// One reader per state read: attribute reads are cached within it.
 		reader = hotplug.NewReader(d.opts.SysFS, d.opts.RunFS)
 	}
@@ -88,7 +89,7 @@ func (d *daemon) resolveUnit(st *state, rule *conf.Rule, gpu string, devs ...con
 		return resolvedUnit{GPU: gpu}
 	}
 	first := devs[0]
-	u := resolvedUnit{Path: first.Path, Dir: first.Dir}
+	u := resolvedUnit{Path: first.Path, Dir: first.Dir, Ident: Identity{Path: first.Path}}
 	// Scanned paths are relative and clean; IsLocal keeps that promise
 	// explicit: no host path outside the device root, ever.
 	for _, dev := range devs {
@@ -116,6 +117,9 @@ func (d *daemon) resolveUnit(st *state, rule *conf.Rule, gpu string, devs ...con
 		}
 	}
 	if id, ok := first.Ident.(*lazyIdent); ok && !first.Dir {
+		if d.opts.Output != nil {
+			u.Ident = id.identity()
+		}
 		u.NUMANode, u.HasNUMA = id.numa()
 		if rule.DescribeEnv {
 			u.Serial = id.serial()
