@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/plugin"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
 
@@ -39,25 +40,41 @@ func cdiSpec(kind string, r resource) *cdispec.Spec {
 	spec := &cdispec.Spec{Kind: kind}
 	for _, u := range r.units {
 		specs, envs, mounts := pluginEdits(r, u)
-		edits := cdispec.ContainerEdits{}
-		for _, k := range slices.Sorted(maps.Keys(envs)) {
-			edits.Env = append(edits.Env, k+"="+envs[k])
-		}
-		for _, m := range mounts {
-			opts := []string{"bind", "rw"}
-			if m.ReadOnly {
-				opts = []string{"bind", "ro"}
-			}
-			edits.Mounts = append(edits.Mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
-		}
-		for _, s := range specs {
-			edits.DeviceNodes = append(edits.DeviceNodes, ownedNode(&cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions}, u.content.Owner))
-		}
+		edits := cdiEdits(specs, envs, mounts, u.content.Owner)
 		for _, id := range unitIDs(u.key, r.count) {
 			spec.Devices = append(spec.Devices, cdispec.Device{Name: id, ContainerEdits: edits})
 		}
 	}
 	return spec
+}
+
+// CDIEdits renders all of a unit's content as CDI container edits: its
+// nodes with the owner and mode it gives them, its environment and its
+// mounts. (The device plugin's spec leaves a class member's environment
+// and mounts out, as its Allocate does: pluginEdits.)
+func (c Content) CDIEdits() cdispec.ContainerEdits {
+	specs, envs, mounts := pluginEdits(resource{}, unit{content: c})
+	return cdiEdits(specs, envs, mounts, c.Owner)
+}
+
+// cdiEdits renders what the device plugin hands a container as CDI
+// container edits, each node with owner's owner and mode.
+func cdiEdits(specs []plugin.DeviceSpec, envs map[string]string, mounts []plugin.Mount, owner conf.Owner) cdispec.ContainerEdits {
+	edits := cdispec.ContainerEdits{}
+	for _, k := range slices.Sorted(maps.Keys(envs)) {
+		edits.Env = append(edits.Env, k+"="+envs[k])
+	}
+	for _, m := range mounts {
+		opts := []string{"bind", "rw"}
+		if m.ReadOnly {
+			opts = []string{"bind", "ro"}
+		}
+		edits.Mounts = append(edits.Mounts, &cdispec.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Options: opts})
+	}
+	for _, s := range specs {
+		edits.DeviceNodes = append(edits.DeviceNodes, ownedNode(&cdispec.DeviceNode{Path: s.ContainerPath, HostPath: s.HostPath, Permissions: s.Permissions}, owner))
+	}
+	return edits
 }
 
 // cdiChanged reports whether r's CDI spec differs from old's; false when r
@@ -66,41 +83,46 @@ func cdiChanged(old, r resource) bool {
 	return r.cdiKind != "" && !reflect.DeepEqual(cdiSpec(old.cdiKind, old), cdiSpec(r.cdiKind, r))
 }
 
-// writeCDISpec writes a resource's CDI spec. It is replaced atomically
-// and readable by all (0644), as runtimes read it when they create a
-// container.
+// writeCDISpec writes a resource's CDI spec.
 func writeCDISpec(dir, kind string, r resource) error {
-	spec := cdiSpec(kind, r)
+	return WriteCDISpec(cdiFile(dir, kind), cdiSpec(kind, r))
+}
+
+// WriteCDISpec writes spec to file, with the lowest CDI version that can
+// hold it, creating the directory. The file is replaced atomically and
+// readable by all (0644): runtimes read it when they create a container.
+func WriteCDISpec(file string, spec *cdispec.Spec) error {
 	version, err := cdispec.MinimumRequiredVersion(spec)
 	if err != nil {
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	spec.Version = version
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
+	dir := filepath.Dir(file)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("CDI spec dir: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".smarter-*.tmp")
 	if err != nil {
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
 	if _, err := tmp.Write(append(data, '\n')); err != nil {
 		tmp.Close()
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		tmp.Close()
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
-	if err := os.Rename(tmp.Name(), cdiFile(dir, kind)); err != nil {
-		return fmt.Errorf("CDI spec %s: %w", kind, err)
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	return nil
 }

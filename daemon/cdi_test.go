@@ -2,13 +2,16 @@ package daemon
 
 import (
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
@@ -104,4 +107,28 @@ func deref[T any](p *T) any {
 		return nil
 	}
 	return *p
+}
+
+// A unit's whole content as CDI edits, for an output that hands each
+// unit over on its own (a DRA claim): nodes with the rule's owner and
+// mode, the environment sorted, mounts with their mode.
+func TestContentCDIEdits(t *testing.T) {
+	c := Content{
+		Nodes:  []DeviceNode{{HostPath: "/dev/ttyUSB0", ContainerPath: "/dev/gps0", Permissions: "rw"}},
+		Env:    map[string]string{"B": "2", "A": "1"},
+		Mounts: []conf.Mount{{HostPath: "/etc/gps", ContainerPath: "/etc/gps", ReadOnly: true}},
+		Owner:  conf.Owner{UID: 1000, HasUID: true, Mode: 0o660, HasMode: true},
+	}
+	e := c.CDIEdits()
+	uid, mode := uint32(1000), fs.FileMode(0o660)
+	want := cdispec.ContainerEdits{
+		Env:         []string{"A=1", "B=2"},
+		DeviceNodes: []*cdispec.DeviceNode{{Path: "/dev/gps0", HostPath: "/dev/ttyUSB0", Permissions: "rw", UID: &uid, FileMode: &mode}},
+		Mounts:      []*cdispec.Mount{{HostPath: "/etc/gps", ContainerPath: "/etc/gps", Options: []string{"bind", "ro"}}},
+	}
+	if !reflect.DeepEqual(e, want) {
+		got, _ := json.Marshal(e)
+		exp, _ := json.Marshal(want)
+		t.Errorf("edits\n got %s\nwant %s", got, exp)
+	}
 }
