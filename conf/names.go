@@ -47,11 +47,17 @@ func ValidPrefix(prefix string) error {
 // domain as ValidPrefix, the name part at most 63 characters of letters,
 // digits, '-', '_' and '.', beginning and ending with a letter or digit.
 func ValidResourceName(name string) error {
+	return validResourceName(name, ValidPrefix)
+}
+
+// validResourceName is ValidResourceName with the domain checked by
+// validDomain: Resolve checks its one prefix once, not once per device.
+func validResourceName(name string, validDomain func(string) error) error {
 	domain, part, ok := strings.Cut(name, "/")
 	if !ok {
 		return fmt.Errorf("resource name %q has no domain prefix", name)
 	}
-	if err := ValidPrefix(domain); err != nil {
+	if err := validDomain(domain); err != nil {
 		return fmt.Errorf("resource name %q: %w", name, err)
 	}
 	if err := validNamePart(part); err != nil {

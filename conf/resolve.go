@@ -124,8 +124,16 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 		taken   = make(map[string]string, len(devs)) // resource name → device that took it
 		classes = map[int][]Device{}                 // class rule → its devices
 	)
+	// Every name has the same domain: its check (a regexp) runs once.
+	prefixErr := ValidPrefix(prefix)
+	validDomain := func(domain string) error {
+		if domain == prefix {
+			return prefixErr
+		}
+		return ValidPrefix(domain)
+	}
 	claim := func(dev string, r Resource) {
-		if err := ValidResourceName(r.Name); err != nil {
+		if err := validResourceName(r.Name, validDomain); err != nil {
 			warns = append(warns, Warning{dev, fmt.Sprintf("skipped: rule %s gives an invalid resource name: %v", c.Rules[r.Rule].describe(), err)})
 			return
 		}
