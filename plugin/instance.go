@@ -42,12 +42,19 @@ func (s *Server) listen() (*instance, error) {
 	if err := os.MkdirAll(s.opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("plugin directory: %w", err)
 	}
+	// The servers of one directory make their sockets one at a time: each
+	// bind and unlink takes the directory's lock in the kernel, and with
+	// 1,000 servers starting at once the contended lock spun (0.98 s of
+	// CPU in bind and unlink, against 0.56 s one at a time).
+	s.reg.dirMu.Lock()
 	// A file left here by a crashed run (or anything else) would make
 	// Listen fail with EADDRINUSE.
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.reg.dirMu.Unlock()
 		return nil, fmt.Errorf("remove stale socket: %w", err)
 	}
 	lis, err := net.Listen("unix", path)
+	s.reg.dirMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}

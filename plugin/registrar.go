@@ -27,6 +27,8 @@ type Registrar struct {
 	conn *grpc.ClientConn
 
 	fan fanOut
+	// dirMu makes the servers' sockets one at a time (Server.listen).
+	dirMu sync.Mutex
 }
 
 // NewRegistrar returns a registrar with no connection yet.
