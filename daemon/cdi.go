@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/internal/atomicfile"
 	"github.com/smarter-project/smarter-device-manager/plugin"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
@@ -101,27 +101,7 @@ func WriteCDISpec(file string, spec *cdispec.Spec) error {
 	if err != nil {
 		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
-	dir := filepath.Dir(file)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("CDI spec dir: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".smarter-*.tmp")
-	if err != nil {
-		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
+	if err := atomicfile.Write(file, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("CDI spec %s: %w", spec.Kind, err)
 	}
 	return nil
