@@ -83,7 +83,7 @@ func bench(c *config) error {
 	c.workDir = work
 	c.binary = filepath.Join(work, "smarter-device-manager")
 	// The same build as `make build`.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", c.binary, "./cmd/smarter-device-manager")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "grpcnotrace,nethttpomithttp2", "-ldflags=-s -w", "-o", c.binary, "./cmd/smarter-device-manager")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
