@@ -4,115 +4,89 @@ import (
 	"context"
 	"net/http"
 	"runtime"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"slices"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/internal/promtext"
 )
 
-// collector turns the daemon's counters and its event loop's report into
-// Prometheus metrics at scrape time: nothing is kept twice, and a scrape
-// costs the daemon one probe.
-type collector struct {
-	stats *daemon.Stats
-	probe *daemon.Probe
-
-	uevents, ignored, lost, rescans, rescanSeconds, errors *prometheus.Desc
-	devices, registered, registrations, allocations        *prometheus.Desc
-	buildInfo, loopUp                                      *prometheus.Desc
-	attempts, waiting, preferred                           *prometheus.Desc
-	reloads, reloadsUnchanged, reloadFailures              *prometheus.Desc
-}
-
-func newCollector(stats *daemon.Stats, probe *daemon.Probe) *collector {
-	const ns = "smarter_device_manager_"
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(ns+name, help, labels, nil)
-	}
-	return &collector{
-		stats:            stats,
-		probe:            probe,
-		uevents:          d("uevents_total", "Uevents received from netlink."),
-		ignored:          d("uevents_ignored_total", "Uevents that asked for no rescan (no device node, not an add or remove)."),
-		lost:             d("uevents_lost_total", "Times uevents may have been lost (receive buffer overflow, reconnect): each causes a rescan."),
-		rescans:          d("rescans_total", "Reads of the device state (bursts of uevents coalesce into few)."),
-		rescanSeconds:    d("rescan_seconds_total", "Time spent reading the device state and reconciling."),
-		errors:           d("errors_total", "Failures logged as errors: device root unreadable, reload failed, CDI spec not written."),
-		devices:          d("devices", "Device IDs advertised, by resource and health.", "resource", "health"),
-		registered:       d("resource_registered", "1 while the resource's server is registered with the kubelet.", "resource"),
-		registrations:    d("registrations_total", "Successful registrations with the kubelet (more than one: re-registrations).", "resource"),
-		allocations:      d("allocations_total", "Successful Allocate calls.", "resource"),
-		buildInfo:        d("build_info", "The running build.", "version", "goversion"),
-		attempts:         d("registration_attempts_total", "Registration attempts, failed ones included (none while the kubelet socket is absent).", "resource"),
-		preferred:        d("preferred_allocations_total", "GetPreferredAllocation calls from the kubelet (offered only by class resources and devices with a NUMA node).", "resource"),
-		waiting:          d("waiting_for_kubelet", "1 while the plugin directory has no kubelet socket: nothing can register until the kubelet starts."),
-		reloads:          d("reloads_total", "Reads of the rule file: SIGHUP, or a change the rule file watch saw."),
-		reloadsUnchanged: d("reloads_unchanged_total", "Of those, reads that found the content the previous one read, and did nothing."),
-		reloadFailures:   d("reload_failures_total", "Of those, reads that found a new broken rule file (each logged once; the rules in force stay)."),
-		loopUp:           d("event_loop_up", "1 when the event loop answered the scrape's probe."),
-	}
-}
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.uevents, c.ignored, c.lost, c.rescans, c.rescanSeconds, c.errors,
-		c.devices, c.registered, c.registrations, c.allocations, c.buildInfo, c.loopUp,
-		c.reloads, c.reloadsUnchanged, c.reloadFailures, c.attempts, c.waiting, c.preferred} {
-		ch <- d
-	}
-}
-
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter(c.uevents, float64(c.stats.Events.Load()))
-	counter(c.ignored, float64(c.stats.Ignored.Load()))
-	counter(c.lost, float64(c.stats.Lost.Load()))
-	counter(c.rescans, float64(c.stats.Rescans.Load()))
-	counter(c.rescanSeconds, float64(c.stats.RescanNanos.Load())/1e9)
-	counter(c.errors, float64(c.stats.Errors.Load()))
-	counter(c.reloads, float64(c.stats.Reloads.Load()))
-	counter(c.reloadsUnchanged, float64(c.stats.ReloadsUnchanged.Load()))
-	counter(c.reloadFailures, float64(c.stats.ReloadFailures.Load()))
-	gauge(c.buildInfo, 1, version(), runtime.Version())
-
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	rep, err := c.probe.Check(ctx)
-	if err != nil {
-		gauge(c.loopUp, 0)
-		return
-	}
-	gauge(c.loopUp, 1)
-	waiting := 0.0
-	if rep.WaitingForKubelet {
-		waiting = 1
-	}
-	gauge(c.waiting, waiting)
-	for name, st := range rep.Resources {
-		gauge(c.devices, float64(st.Healthy), name, "healthy")
-		gauge(c.devices, float64(st.Devices-st.Healthy), name, "unhealthy")
-		registered := 0.0
-		if st.Registered {
-			registered = 1
-		}
-		gauge(c.registered, registered, name)
-		counter(c.registrations, float64(st.Registrations), name)
-		counter(c.allocations, float64(st.Allocations), name)
-		counter(c.attempts, float64(st.Attempts), name)
-		counter(c.preferred, float64(st.PreferredAllocations), name)
-	}
-}
-
-// metricsHandler serves /metrics from a registry of this process's own
-// (no global registry): the daemon's metrics, Go's and the process's.
+// metricsHandler serves /metrics in the Prometheus text format, computed
+// at scrape time from the daemon's counters and one probe of its event
+// loop (nothing is kept twice), followed by Go's and the process's
+// standard metrics.
 func metricsHandler(stats *daemon.Stats, probe *daemon.Probe) http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(stats, probe), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var w promtext.Writer
+		writeMetrics(r.Context(), &w, stats, probe)
+		w.WriteGo()
+		w.WriteProcess()
+		w.Serve(rw)
+	})
+}
+
+const ns = "smarter_device_manager_"
+
+// writeMetrics writes the daemon's own metrics, families in name order.
+func writeMetrics(ctx context.Context, w *promtext.Writer, stats *daemon.Stats, probe *daemon.Probe) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	rep, err := probe.Check(ctx)
+	loopUp := err == nil
+	// Per-resource families, in resource order.
+	names := make([]string, 0, len(rep.Resources))
+	for name := range rep.Resources {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	// A family with no sample is left out, as the Prometheus client does.
+	perResource := func(name, typ, help string, v func(daemon.ResourceStatus) float64) {
+		if len(names) == 0 {
+			return
+		}
+		w.Family(ns+name, typ, help)
+		for _, res := range names {
+			w.Sample(ns+name, v(rep.Resources[res]), "resource", res)
+		}
+	}
+
+	perResource("allocations_total", promtext.Counter, "Successful Allocate calls.",
+		func(st daemon.ResourceStatus) float64 { return float64(st.Allocations) })
+	w.Family(ns+"build_info", promtext.Gauge, "The running build.")
+	w.Sample(ns+"build_info", 1, "goversion", runtime.Version(), "version", version())
+	if len(names) > 0 {
+		w.Family(ns+"devices", promtext.Gauge, "Device IDs advertised, by resource and health.")
+		for _, res := range names {
+			st := rep.Resources[res]
+			w.Sample(ns+"devices", float64(st.Healthy), "health", "healthy", "resource", res)
+			w.Sample(ns+"devices", float64(st.Devices-st.Healthy), "health", "unhealthy", "resource", res)
+		}
+	}
+	w.One(ns+"errors_total", promtext.Counter, "Failures logged as errors: device root unreadable, reload failed, CDI spec not written.", float64(stats.Errors.Load()))
+	w.One(ns+"event_loop_up", promtext.Gauge, "1 when the event loop answered the scrape's probe.", b2f(loopUp))
+	perResource("preferred_allocations_total", promtext.Counter, "GetPreferredAllocation calls from the kubelet (offered only by class resources and devices with a NUMA node).",
+		func(st daemon.ResourceStatus) float64 { return float64(st.PreferredAllocations) })
+	perResource("registration_attempts_total", promtext.Counter, "Registration attempts, failed ones included (none while the kubelet socket is absent).",
+		func(st daemon.ResourceStatus) float64 { return float64(st.Attempts) })
+	perResource("registrations_total", promtext.Counter, "Successful registrations with the kubelet (more than one: re-registrations).",
+		func(st daemon.ResourceStatus) float64 { return float64(st.Registrations) })
+	w.One(ns+"reload_failures_total", promtext.Counter, "Of those, reads that found a new broken rule file (each logged once; the rules in force stay).", float64(stats.ReloadFailures.Load()))
+	w.One(ns+"reloads_total", promtext.Counter, "Reads of the rule file: SIGHUP, or a change the rule file watch saw.", float64(stats.Reloads.Load()))
+	w.One(ns+"reloads_unchanged_total", promtext.Counter, "Of those, reads that found the content the previous one read, and did nothing.", float64(stats.ReloadsUnchanged.Load()))
+	w.One(ns+"rescan_seconds_total", promtext.Counter, "Time spent reading the device state and reconciling.", float64(stats.RescanNanos.Load())/1e9)
+	w.One(ns+"rescans_total", promtext.Counter, "Reads of the device state (bursts of uevents coalesce into few).", float64(stats.Rescans.Load()))
+	perResource("resource_registered", promtext.Gauge, "1 while the resource's server is registered with the kubelet.",
+		func(st daemon.ResourceStatus) float64 { return b2f(st.Registered) })
+	w.One(ns+"uevents_ignored_total", promtext.Counter, "Uevents that asked for no rescan (no device node, not an add or remove).", float64(stats.Ignored.Load()))
+	w.One(ns+"uevents_lost_total", promtext.Counter, "Times uevents may have been lost (receive buffer overflow, reconnect): each causes a rescan.", float64(stats.Lost.Load()))
+	w.One(ns+"uevents_total", promtext.Counter, "Uevents received from netlink.", float64(stats.Events.Load()))
+	if loopUp {
+		w.One(ns+"waiting_for_kubelet", promtext.Gauge, "1 while the plugin directory has no kubelet socket: nothing can register until the kubelet starts.", b2f(rep.WaitingForKubelet))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
