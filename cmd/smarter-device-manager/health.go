@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/internal/httpserve"
 )
 
 // probeTimeout bounds how long a probe waits for the event loop.
@@ -75,26 +75,21 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 	return mux
 }
 
-// serveHTTP serves h on addr until stop is called; stop shuts the server
-// down (in-flight requests get 2 s) and waits for it.
+// serveHTTP serves h on addr (plain HTTP/1.1, see httpserve) until stop
+// is called; stop shuts the server down (in-flight requests get 2 s) and
+// waits for it.
 func serveHTTP(addr string, h http.Handler, what string, log zerolog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg(what + " server stopped")
-		}
-	}()
+	srv := httpserve.Serve(ln, h, func(p any) {
+		log.Error().Str("panic", fmt.Sprint(p)).Msg(what + ": a request's handler panicked")
+	})
 	log.Info().Str("addr", ln.Addr().String()).Msg(what + " listening")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
+		srv.Close(ctx)
 	}, nil
 }
