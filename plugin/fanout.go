@@ -17,6 +17,9 @@ import (
 type fanOut struct {
 	mu      sync.Mutex
 	servers map[*Server]struct{}
+	// bySocket is servers by socket name: a change of one socket kicks
+	// its servers without a walk over all of them.
+	bySocket map[string]map[*Server]struct{}
 	// kubelet is the kubelet socket that WatchDir watches for, with the
 	// logger that says when it goes and comes back; "" before WatchDir.
 	kubelet string
@@ -32,12 +35,22 @@ func (r *Registrar) join(s *Server) (leave func()) {
 	defer f.mu.Unlock()
 	if f.servers == nil {
 		f.servers = make(map[*Server]struct{})
+		f.bySocket = make(map[string]map[*Server]struct{})
 	}
 	f.servers[s] = struct{}{}
+	name := s.opts.Socket
+	if f.bySocket[name] == nil {
+		f.bySocket[name] = make(map[*Server]struct{}, 1)
+	}
+	f.bySocket[name][s] = struct{}{}
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		delete(f.servers, s)
+		delete(f.bySocket[name], s)
+		if len(f.bySocket[name]) == 0 {
+			delete(f.bySocket, name)
+		}
 	}
 }
 
@@ -94,10 +107,8 @@ func (r *Registrar) kickFor(name string) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for s := range f.servers {
-		if s.opts.Socket == name {
-			s.Kick()
-		}
+	for s := range f.bySocket[name] {
+		s.Kick()
 	}
 }
 

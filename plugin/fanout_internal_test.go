@@ -17,6 +17,12 @@ func (r *Registrar) joined() int {
 	return len(r.fan.servers)
 }
 
+func (r *Registrar) socketsJoined() int {
+	r.fan.mu.Lock()
+	defer r.fan.mu.Unlock()
+	return len(r.fan.bySocket)
+}
+
 // A server is kicked by its registrar only while it runs: the daemon starts
 // and stops servers for as long as it lives, and a registrar that kept the
 // stopped ones would grow without bound.
@@ -44,6 +50,9 @@ func TestRegistrarForgetsStoppedServers(t *testing.T) {
 	}
 	if n := reg.joined(); n != 0 {
 		t.Errorf("%d servers still joined after Run returned, want 0", n)
+	}
+	if n := reg.socketsJoined(); n != 0 {
+		t.Errorf("%d socket names still joined after Run returned, want 0", n)
 	}
 }
 
