@@ -1,0 +1,155 @@
+package dra
+
+import (
+	resourceapi "k8s.io/api/resource/v1"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/dynamic-resource-allocation/deviceattribute"
+	"k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/utils/ptr"
+
+	"github.com/smarter-project/smarter-device-manager/daemon"
+)
+
+// Attribute and capacity names, in the driver's domain (an unqualified
+// name is the driver's): a CEL selector reads them as
+// device.attributes["<driver>"].serial.
+const (
+	AttrResource  = "resource"  // the extended resource: "smarter-devices/ttyUSB0"
+	AttrKey       = "key"       // a class member's key: "0403_6001_A1B2C3"
+	AttrPath      = "path"      // its first node or directory: "/dev/ttyUSB0"
+	AttrSubsystem = "subsystem" // "tty"
+	AttrMajor     = "major"     // int
+	AttrMinor     = "minor"     // int
+	AttrBus       = "bus"       // "usb", "pci", "platform"
+	AttrVendor    = "vendor"    // USB idVendor: "0403"
+	AttrProduct   = "product"   // USB idProduct: "6001"
+	AttrSerial    = "serial"    // "A1B2C3"
+	AttrModel     = "model"     // "FT232R USB UART"
+	AttrPort      = "port"      // USB port path: "1-1.4"
+	AttrDriver    = "driver"    // kernel driver: "ftdi_sio"
+	// CapacityShares is what a device with count N > 1 holds N of: each
+	// claim takes one unless it asks for more.
+	CapacityShares = "shares"
+)
+
+// Taint keys, below the driver's name: <driver>/unplugged.
+const (
+	TaintUnplugged  = "unplugged"  // the device is gone; it leaves after --remove-after
+	TaintIncomplete = "incomplete" // a companion the rule requires (with) is missing
+)
+
+// maxSliceDevices is how many devices one ResourceSlice holds: the API's
+// limit for slices whose devices have taints (128 without).
+const maxSliceDevices = 64
+
+// maxAttrLen is the API's limit on a string attribute's length.
+const maxAttrLen = 64
+
+// published is one device of the pool as last published: the unit it
+// renders, under its resource.
+type published struct {
+	res  daemon.Resource // Units left out
+	unit daemon.Unit
+}
+
+// renderPool renders every unit of the running resources as the devices
+// of one pool, in resource and key order, as few slices as the API
+// allows, and returns them by name too. A resource with count 0 offers
+// nothing (the device plugin advertises no ID for it).
+func renderPool(driver string, resources []daemon.Resource) ([]resourceslice.Slice, map[string]published) {
+	var names []string
+	var ids [][2]string
+	var units []published
+	for _, r := range resources {
+		if r.Count <= 0 {
+			continue
+		}
+		res := r
+		res.Units = nil
+		for _, u := range r.Units {
+			names = append(names, DeviceName(r.Name, u.Key))
+			ids = append(ids, [2]string{r.Name, u.Key})
+			units = append(units, published{res: res, unit: u})
+		}
+	}
+	names = uniqueNames(names, ids)
+	byName := make(map[string]published, len(units))
+	slices := []resourceslice.Slice{{}} // an empty pool still says the driver runs
+	for i, p := range units {
+		if len(slices[len(slices)-1].Devices) == maxSliceDevices {
+			slices = append(slices, resourceslice.Slice{})
+		}
+		s := &slices[len(slices)-1]
+		s.Devices = append(s.Devices, renderDevice(driver, p.res, p.unit, names[i]))
+		byName[names[i]] = p
+	}
+	return slices, byName
+}
+
+// renderDevice renders one unit of r as a device named name: its
+// attributes from its identity, its shares when count > 1, and a taint
+// while it cannot be used.
+func renderDevice(driver string, r daemon.Resource, u daemon.Unit, name string) resourceapi.Device {
+	dev := resourceapi.Device{Name: name, Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{}}
+	str := func(key, v string) {
+		// The API refuses a longer value; a selector on it could never
+		// match anyway.
+		if v != "" && len(v) <= maxAttrLen {
+			dev.Attributes[resourceapi.QualifiedName(key)] = resourceapi.DeviceAttribute{StringValue: ptr.To(v)}
+		}
+	}
+	id := u.Identity
+	str(AttrResource, r.Name)
+	if r.Class {
+		str(AttrKey, u.Key)
+	}
+	if id.Path != "" {
+		str(AttrPath, "/dev/"+id.Path)
+	}
+	str(AttrSubsystem, id.Subsystem)
+	if id.HasDevNum {
+		dev.Attributes[AttrMajor] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(id.Major))}
+		dev.Attributes[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(id.Minor))}
+	}
+	str(AttrBus, id.Bus)
+	str(AttrVendor, id.Vendor)
+	str(AttrProduct, id.Product)
+	str(AttrSerial, id.Serial)
+	str(AttrModel, id.Model)
+	str(AttrPort, id.Port)
+	str(AttrDriver, id.Driver)
+	if c := u.Content; c.HasNUMA && c.NUMANode >= 0 {
+		// The standard name, so a claim can align the device with others
+		// (a GPU, a NIC) by matchAttribute.
+		dev.Attributes[deviceattribute.StandardDeviceAttributeNUMANode] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(c.NUMANode))}
+	}
+	if id.Bus == "pci" {
+		str(string(deviceattribute.StandardDeviceAttributePCIBusID), id.BusAddress)
+	}
+	if r.Count > 1 {
+		// N claims may hold the device at once (consumable capacity):
+		// each takes one share unless it asks for more.
+		one := apiresource.MustParse("1")
+		dev.AllowMultipleAllocations = ptr.To(true)
+		dev.Capacity = map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{CapacityShares: {
+			Value: *apiresource.NewQuantity(int64(r.Count), apiresource.DecimalSI),
+			RequestPolicy: &resourceapi.CapacityRequestPolicy{
+				Default:    &one,
+				ValidRange: &resourceapi.CapacityRequestPolicyRange{Min: &one, Step: &one},
+			},
+		}}
+	}
+	switch {
+	case !u.Present():
+		effect := resourceapi.DeviceTaintEffectNoSchedule
+		if r.EvictOnUnplug {
+			effect = resourceapi.DeviceTaintEffectNoExecute
+		}
+		dev.Taints = append(dev.Taints, resourceapi.DeviceTaint{Key: driver + "/" + TaintUnplugged, Effect: effect,
+			TimeAdded: ptr.To(metav1.NewTime(u.AbsentSince))})
+	case !u.Healthy:
+		dev.Taints = append(dev.Taints, resourceapi.DeviceTaint{Key: driver + "/" + TaintIncomplete, Effect: resourceapi.DeviceTaintEffectNoSchedule})
+	}
+	return dev
+}

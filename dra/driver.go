@@ -1,0 +1,234 @@
+package dra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	"k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/klog/v2"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/smarter-project/smarter-device-manager/daemon"
+)
+
+// DefaultDriverName is the driver's name unless Options says otherwise:
+// the domain of its attributes and taints, and what a ResourceSlice, a
+// DeviceClass selector and a claim's opaque config name it by.
+const DefaultDriverName = "device-manager.smarter-project.github.io"
+
+// Options configures a Driver. Zero values take the defaults noted.
+type Options struct {
+	// DriverName is a DNS subdomain of at most 63 characters; default
+	// DefaultDriverName.
+	DriverName string
+	// NodeName is the node the driver runs on (required): its pool's
+	// name, and the node its ResourceSlices belong to.
+	NodeName string
+	// Client reaches the API server (required): it reads ResourceClaims
+	// and the Node, and writes the node's ResourceSlices.
+	Client kubernetes.Interface
+	// RegistryDir is where the kubelet's plugin watcher looks for
+	// registration sockets; default /var/lib/kubelet/plugins_registry.
+	RegistryDir string
+	// PluginDir holds the driver's own socket (dra.sock), which the
+	// kubelet connects to, and the prepared claims' checkpoint; default
+	// /var/lib/kubelet/plugins/<DriverName>. Both paths must be the same
+	// inside the driver's container and on the host.
+	PluginDir string
+	// CDIDir is where the CDI spec of each prepared claim is written;
+	// default /var/run/cdi.
+	CDIDir string
+	Logger zerolog.Logger
+	// PluginOptions are passed to kubeletplugin.Start after the driver's
+	// own, so they win: tests and the e2e suite set listeners there, or
+	// turn services off.
+	PluginOptions []kubeletplugin.Option
+}
+
+// Driver is the DRA output of the daemon: a daemon.Output that publishes
+// every unit the rules make as one device of the node's pool, and a
+// kubeletplugin.DRAPlugin that prepares claims for them. Create it with
+// New, hand it to daemon.Options.Output; daemon.Run runs it.
+type Driver struct {
+	opts    Options
+	log     zerolog.Logger
+	cdiKind string // <driver>/claim: one CDI device per device of a claim
+
+	mu      sync.Mutex
+	pool    []resourceslice.Slice // as last rendered
+	devices map[string]published  // the same, by device name
+	changed chan struct{}         // closed at every Update, then replaced
+
+	registered atomic.Bool
+	fatal      chan error // a fatal error from HandleError, for Run
+
+	claims *claimStore // the prepared claims, persisted in PluginDir
+}
+
+// New returns a Driver for opts, defaults applied. It does no I/O; Run
+// starts it.
+func New(opts Options) (*Driver, error) {
+	if opts.DriverName == "" {
+		opts.DriverName = DefaultDriverName
+	}
+	if errs := validation.IsDNS1123Subdomain(opts.DriverName); len(errs) > 0 || len(opts.DriverName) > 63 {
+		return nil, fmt.Errorf("DRA driver name %q: not a DNS subdomain of at most 63 characters", opts.DriverName)
+	}
+	if opts.NodeName == "" {
+		return nil, errors.New("DRA: no node name")
+	}
+	if opts.Client == nil {
+		return nil, errors.New("DRA: no Kubernetes client")
+	}
+	for _, def := range []struct {
+		field *string
+		value string
+	}{
+		{&opts.RegistryDir, kubeletplugin.KubeletRegistryDir},
+		{&opts.PluginDir, filepath.Join(kubeletplugin.KubeletPluginsDir, opts.DriverName)},
+		{&opts.CDIDir, kubeletplugin.DefaultCDIDir},
+	} {
+		if *def.field == "" {
+			*def.field = def.value
+		}
+	}
+	d := &Driver{
+		opts:    opts,
+		log:     opts.Logger.With().Str("driver", opts.DriverName).Logger(),
+		cdiKind: opts.DriverName + "/claim",
+		changed: make(chan struct{}),
+		fatal:   make(chan error, 1),
+		claims:  newClaimStore(filepath.Join(opts.PluginDir, checkpointFile)),
+	}
+	d.pool, d.devices = renderPool(opts.DriverName, nil)
+	return d, nil
+}
+
+// Run registers the driver with the kubelet and publishes the node's
+// pool, again at every Update, until ctx ends; then it unregisters (the
+// kubelet plugin helper removes its sockets) and returns nil. The slices
+// stay in the API server: a restarted driver takes them over, and the
+// devices keep their names. It returns an error when it cannot start, or
+// for a fatal error HandleError was given.
+func (d *Driver) Run(ctx context.Context) error {
+	for _, dir := range []string{d.opts.PluginDir, d.opts.RegistryDir} {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("DRA: %w", err)
+		}
+	}
+	if err := d.claims.load(); err != nil {
+		return fmt.Errorf("DRA: %w", err)
+	}
+	ctx = klog.NewContext(ctx, newLogr(d.log))
+	helper, err := kubeletplugin.Start(ctx, d, append([]kubeletplugin.Option{
+		kubeletplugin.DriverName(d.opts.DriverName),
+		kubeletplugin.NodeName(d.opts.NodeName),
+		kubeletplugin.KubeClient(d.opts.Client),
+		kubeletplugin.RegistrarDirectoryPath(d.opts.RegistryDir),
+		kubeletplugin.PluginDataDirectoryPath(d.opts.PluginDir),
+		kubeletplugin.GRPCInterceptor(d.watchRegistration),
+	}, d.opts.PluginOptions...)...)
+	if err != nil {
+		return fmt.Errorf("DRA: start the kubelet plugin: %w", err)
+	}
+	defer helper.Stop()
+	d.log.Info().Str("node", d.opts.NodeName).Str("socket_dir", d.opts.PluginDir).Msg("DRA driver serving; waiting for the kubelet to register it")
+	for {
+		d.mu.Lock()
+		pool, changed := d.pool, d.changed
+		d.mu.Unlock()
+		// The first call waits for the slice informer to sync; later ones
+		// only hand the controller the new pool.
+		err := helper.PublishResources(ctx, resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{d.opts.NodeName: {Slices: pool}}})
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("DRA: publish: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-d.fatal:
+			return err
+		case <-changed:
+		}
+	}
+}
+
+// Update renders the running resources as the node's pool and wakes the
+// publisher and every health stream; it does not block (daemon.Output).
+func (d *Driver) Update(resources []daemon.Resource, _ []daemon.Change) {
+	pool, devices := renderPool(d.opts.DriverName, resources)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pool, d.devices = pool, devices
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+// Registered reports whether the kubelet has registered the driver
+// (daemon.Output): it said so in its last NotifyRegistrationStatus.
+func (d *Driver) Registered() bool { return d.registered.Load() }
+
+// watchRegistration notes the kubelet's verdict on each registration.
+func (d *Driver) watchRegistration(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	if st, ok := req.(*registerapi.RegistrationStatus); ok {
+		if d.registered.Swap(st.PluginRegistered) != st.PluginRegistered || !st.PluginRegistered {
+			ev := d.log.Info()
+			if !st.PluginRegistered {
+				ev = d.log.Error().Str("error", st.Error)
+			}
+			ev.Bool("registered", st.PluginRegistered).Msg("kubelet registration")
+		}
+	}
+	return next(ctx, req)
+}
+
+// HandleError logs an error met in the background (publishing slices, a
+// gRPC server); a fatal one stops Run (kubeletplugin.DRAPlugin).
+func (d *Driver) HandleError(_ context.Context, err error, msg string) {
+	if errors.Is(err, kubeletplugin.ErrRecoverable) {
+		d.log.Error().Err(err).Msg(msg)
+		return
+	}
+	select {
+	case d.fatal <- fmt.Errorf("DRA: %s: %w", msg, err):
+	default: // one is enough to stop
+	}
+}
+
+// PrepareResourceClaims prepares each claim's devices of this driver:
+// one CDI spec per claim, named by its UID (kubeletplugin.DRAPlugin).
+func (d *Driver) PrepareResourceClaims(_ context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
+	out := make(map[types.UID]kubeletplugin.PrepareResult, len(claims))
+	for _, c := range claims {
+		out[c.UID] = d.prepare(c)
+	}
+	return out, nil
+}
+
+// UnprepareResourceClaims undoes PrepareResourceClaims, for claims
+// prepared by this process or an earlier one (kubeletplugin.DRAPlugin).
+func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
+	out := make(map[types.UID]error, len(claims))
+	for _, c := range claims {
+		out[c.UID] = d.unprepare(c)
+	}
+	return out, nil
+}
+
+// claimLabel names a claim in logs and errors.
+func claimLabel(namespace, name string, uid types.UID) string {
+	return strings.Join([]string{namespace, name}, "/") + " (" + string(uid) + ")"
+}
