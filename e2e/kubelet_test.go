@@ -56,13 +56,23 @@ const (
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf []byte
+	tap func([]byte) // sees every write (a log line) as it is made
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf = append(b.buf, p...)
+	if b.tap != nil {
+		b.tap(p)
+	}
 	return len(p), nil
+}
+
+func (b *syncBuffer) setTap(tap func([]byte)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tap = tap
 }
 
 func (b *syncBuffer) String() string {

@@ -27,18 +27,36 @@ func kubeletAllocate(c *config) ([]series, error) {
 // e2eSeries runs one benchmark test of the e2e module and reads the
 // LATENCY lines it prints.
 func e2eSeries(c *config, test string) ([]series, error) {
-	cmd := exec.Command("go", "test", "-count=1", "-run", "^"+test+"$", "-v", ".")
+	out, err := runE2E(c, test)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := parseSeries(out)
+	if err == nil && len(ss) == 0 {
+		err = fmt.Errorf("e2e %s printed no figures (skipped?):\n%s", test, out)
+	}
+	return ss, err
+}
+
+// runE2E runs one benchmark test of the e2e module with env added and
+// returns what it printed.
+func runE2E(c *config, test string, env ...string) (string, error) {
+	cmd := exec.Command("go", "test", "-count=1", "-timeout=60m", "-run", "^"+test+"$", "-v", ".")
 	cmd.Dir = "e2e"
-	cmd.Env = append(os.Environ(), "SDM_BENCH_CYCLES="+strconv.Itoa(c.cycles))
+	cmd.Env = append(append(os.Environ(), "SDM_BENCH_CYCLES="+strconv.Itoa(c.cycles)), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("e2e %s: %w\n%s", test, err, out.String())
+		return "", fmt.Errorf("e2e %s: %w\n%s", test, err, out.String())
 	}
+	return out.String(), nil
+}
+
+// parseSeries reads the LATENCY lines of an e2e benchmark's output.
+func parseSeries(out string) ([]series, error) {
 	var ss []series
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "LATENCY ")
+	for _, text := range strings.Split(out, "\n") {
+		line, ok := strings.CutPrefix(text, "LATENCY ")
 		if !ok {
 			continue
 		}
@@ -46,15 +64,12 @@ func e2eSeries(c *config, test string) ([]series, error) {
 		var n int
 		var p50, p90, p99, mx float64
 		if _, err := fmt.Sscanf(line, "series=%q n=%d p50=%f p90=%f p99=%f max=%f", &name, &n, &p50, &p90, &p99, &mx); err != nil {
-			return nil, fmt.Errorf("e2e %s line %q: %w", test, line, err)
+			return nil, fmt.Errorf("LATENCY line %q: %w", line, err)
 		}
 		msd := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 		ss = append(ss, series{name: name, n: n, fixed: []time.Duration{msd(p50), msd(p90), msd(p99), msd(mx)}})
 	}
-	if len(ss) == 0 {
-		return nil, fmt.Errorf("e2e %s printed no figures (skipped?):\n%s", test, out.String())
-	}
-	return ss, sc.Err()
+	return ss, nil
 }
 
 // micro runs the Go micro-benchmarks and returns their result lines.

@@ -28,6 +28,8 @@ type config struct {
 	only     map[string]bool
 	workDir  string
 	binary   string
+
+	kubeletIdle time.Duration // the idle window of the real-kubelet runs by size
 }
 
 func main() {
@@ -43,8 +45,9 @@ func run() int {
 	flag.StringVar(&sizes, "sizes", "10,100,1000", "device counts for start-up and footprint")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window for CPU time")
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
+	flag.DurationVar(&c.kubeletIdle, "kubelet-idle", 20*time.Second, "idle window of the real-kubelet runs by size")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
-	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,startup,storm,micro); all when empty")
+	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,sizes,startup,storm,micro); all when empty")
 	flag.Parse()
 	if *only != "" {
 		c.only = map[string]bool{}
@@ -53,7 +56,7 @@ func run() int {
 		}
 	}
 	if *quick {
-		c.cycles, sizes, c.idle, c.storm = 10, "10,50", 3*time.Second, 500
+		c.cycles, sizes, c.idle, c.storm, c.kubeletIdle = 10, "10,50", 3*time.Second, 500, 2*time.Second
 	}
 	for _, f := range strings.Split(sizes, ",") {
 		var n int
@@ -91,7 +94,7 @@ func bench(c *config) error {
 	}
 
 	ctx := context.Background()
-	r := &report{started: time.Now()}
+	r := &report{started: time.Now(), kubeletIdle: c.kubeletIdle, sizes: map[string][]sizeRun{}}
 	r.machine = describeMachine()
 	if fi, err := os.Stat(c.binary); err == nil {
 		r.binarySize = fi.Size()
@@ -127,6 +130,14 @@ func bench(c *config) error {
 			r.allocate, err = kubeletAllocate(c)
 			return err
 		}})
+	for _, fsType := range []string{"tmpfs", "disk"} {
+		steps = append(steps, stepT{"sizes", "footprint, start-up and hotplug by size against the real kubelet, plugin directory on " + fsType, func() error {
+			runs, ss, err := kubeletSizes(c, fsType)
+			r.sizes[fsType] = runs
+			r.sizeLatency = append(r.sizeLatency, ss...)
+			return err
+		}})
+	}
 	for _, n := range c.sizes {
 		steps = append(steps, stepT{"startup", fmt.Sprintf("start-up and footprint with %d devices", n), func() error {
 			f, err := startupAndFootprint(ctx, c, n)
