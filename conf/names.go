@@ -17,10 +17,7 @@ const (
 	requestsPrefix = "requests."
 )
 
-var (
-	subdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-	namePartRE  = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
-)
+var subdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 // ValidPrefix reports whether prefix can be the domain part of an extended
 // resource name: a DNS-1123 subdomain that is not kubernetes.io or under it,
@@ -73,7 +70,7 @@ func validNamePart(part string) error {
 		return errors.New("name part is empty")
 	case len(part) > maxNameLen:
 		return fmt.Errorf("name part is longer than %d characters", maxNameLen)
-	case !namePartRE.MatchString(part):
+	case !isNamePart(part):
 		return fmt.Errorf("name part %q must consist of letters, digits, '-', '_' or '.', and begin and end with a letter or digit", part)
 	}
 	return nil
@@ -108,6 +105,21 @@ func isClean(s string) bool {
 
 func isNameByte(c byte) bool {
 	return isAlnum(c) || c == '_' || c == '-'
+}
+
+// isNamePart reports whether s matches ^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$
+// (Kubernetes' qualified name): it runs for every resource of every
+// state read, where the regexp was 6% of a reconcile's CPU at 1,000
+// resources.
+func isNamePart(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isAlnum(c) || (c == '-' || c == '_' || c == '.') && i > 0 && i < len(s)-1 {
+			continue
+		}
+		return false
+	}
+	return s != ""
 }
 
 func isAlnum(c byte) bool {
