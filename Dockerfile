@@ -5,6 +5,8 @@
 FROM scratch
 ARG TARGETARCH=amd64
 COPY dist/linux-${TARGETARCH}/smarter-device-manager /smarter-device-manager
+# --mode=dra (or SMARTER_DEVICE_MANAGER_MODE=dra) runs this one instead.
+COPY dist/linux-${TARGETARCH}/smarter-device-manager-dra /smarter-device-manager-dra
 # The old daemon's config path: its ConfigMap mounts keep working.
 WORKDIR /root
 ENTRYPOINT ["/smarter-device-manager"]

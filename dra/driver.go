@@ -132,7 +132,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := d.claims.load(); err != nil {
 		return fmt.Errorf("DRA: %w", err)
 	}
-	ctx = klog.NewContext(ctx, newLogr(d.log))
+	ctx = klog.NewContext(ctx, NewLogr(d.log))
 	helper, err := kubeletplugin.Start(ctx, d, append([]kubeletplugin.Option{
 		kubeletplugin.DriverName(d.opts.DriverName),
 		kubeletplugin.NodeName(d.opts.NodeName),

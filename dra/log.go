@@ -5,12 +5,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// newLogr is log as a logr.Logger, for what logs through klog: the
+// NewLogr is log as a logr.Logger, for what logs through klog: the
 // kubelet plugin helper, the ResourceSlice controller, client-go. klog's
 // verbosity maps onto zerolog's levels: V(0) info, V(1) to V(4) debug
 // (state changes, retries), V(5) and above trace (each gRPC call and its
 // answer).
-func newLogr(log zerolog.Logger) logr.Logger { return logr.New(logSink{log: log}) }
+func NewLogr(log zerolog.Logger) logr.Logger { return logr.New(logSink{log: log}) }
 
 type logSink struct {
 	log  zerolog.Logger

@@ -13,7 +13,7 @@ import (
 // V(5)+ trace; names and values become fields.
 func TestLogr(t *testing.T) {
 	var buf bytes.Buffer
-	l := newLogr(zerolog.New(&buf).Level(zerolog.DebugLevel)).WithName("dra").WithValues("node", "a")
+	l := NewLogr(zerolog.New(&buf).Level(zerolog.DebugLevel)).WithName("dra").WithValues("node", "a")
 	l.Info("shown at info")
 	l.V(3).Info("shown at debug", "k", 1)
 	l.V(6).Info("hidden: trace")

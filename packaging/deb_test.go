@@ -16,6 +16,7 @@ import (
 const (
 	pkgName  = "smarter-device-manager"
 	binPath  = "/usr/bin/smarter-device-manager"
+	draPath  = "/usr/bin/smarter-device-manager-dra"
 	unitPath = "/lib/systemd/system/smarter-device-manager.service"
 	confDir  = "/etc/smarter-device-manager"
 	confPath = "/etc/smarter-device-manager/rules.toml"
@@ -93,14 +94,16 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 		}
 	}
 
-	// The release binary for this architecture, in make release's layout.
+	// The release binaries for this architecture, in make release's layout.
 	tmp := t.TempDir()
 	dist := filepath.Join(tmp, "dist")
 	outDir := filepath.Join(tmp, "out")
-	bin := filepath.Join(dist, "linux-"+runtime.GOARCH, pkgName)
-	if out, err := run(t, 5*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH, "GOARM=7"},
-		goTool, "build", "-C", root, "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/smarter-device-manager"); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	for name, tags := range map[string]string{pkgName: "", pkgName + "-dra": "dra"} {
+		bin := filepath.Join(dist, "linux-"+runtime.GOARCH, name)
+		if out, err := run(t, 10*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH, "GOARM=7"},
+			goTool, "build", "-C", root, "-trimpath", "-tags="+tags, "-ldflags=-s -w", "-o", bin, "./cmd/smarter-device-manager"); err != nil {
+			t.Fatalf("go build %s: %v\n%s", name, err, out)
+		}
 	}
 
 	// The packages, as make packages builds them.
@@ -155,6 +158,12 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	if out, err := run(t, time.Minute, nil, binPath, "version"); err != nil || !strings.Contains(out, pkgName) {
 		t.Errorf("%s version: %v\n%s", binPath, err, out)
 	}
+	// --mode=dra hands over to the DRA binary installed beside it, which
+	// (no API server here) says what it needs.
+	if out, err := run(t, time.Minute, nil, binPath, "--mode=dra", "--kubeconfig=/nonexistent/kubeconfig"); err == nil ||
+		!strings.Contains(out, "handing over to the DRA binary") || !strings.Contains(out, "DRA mode: the API server") {
+		t.Errorf("%s --mode=dra: %v, want the DRA binary's own error about the API server:\n%s", binPath, err, out)
+	}
 	if out, err := run(t, time.Minute, nil, "dpkg-query", "-W", "-f=${Conffiles}", pkgName); err != nil {
 		t.Errorf("dpkg-query Conffiles: %v\n%s", err, out)
 	} else if !strings.Contains(out, confPath+" ") {
@@ -174,10 +183,12 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	}
 	sameFile(t, unitPath, filepath.Join(root, "systemd", unitName))
 	sameFile(t, confPath, filepath.Join(root, "packaging", "rules.toml"))
-	if fi, err := os.Stat(binPath); err != nil {
-		t.Error(err)
-	} else if fi.Mode().Perm() != 0o755 {
-		t.Errorf("%s mode %v, want 0755", binPath, fi.Mode().Perm())
+	for _, p := range []string{binPath, draPath} {
+		if fi, err := os.Stat(p); err != nil {
+			t.Error(err)
+		} else if fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s mode %v, want 0755", p, fi.Mode().Perm())
+		}
 	}
 
 	// A user's edit to the conffile survives reinstalling.
@@ -207,7 +218,7 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	if out, err := dpkg(t, "--purge", pkgName); err != nil {
 		t.Fatalf("dpkg --purge: %v\n%s", err, out)
 	}
-	for _, p := range []string{binPath, unitPath, confPath, confDir} {
+	for _, p := range []string{binPath, draPath, unitPath, confPath, confDir} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after dpkg --purge, %s: want it gone, got err %v", p, err)
 		}

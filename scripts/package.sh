@@ -7,7 +7,7 @@
 #   VERSION  package version (default: from git describe, made valid for
 #            dpkg and rpm)
 #   DIST     where the binaries are: DIST/linux-<arch>/smarter-device-manager
-#            (default: dist)
+#            and smarter-device-manager-dra (default: dist)
 #   SDM_MAINTAINER  the packages' Maintainer/Packager field
 set -eu
 
@@ -54,11 +54,12 @@ export SDM_VERSION=$v SDM_DIST=$DIST
 
 mkdir -p "$OUT"
 for arch in $ARCHS; do
-	bin="$DIST/linux-$arch/smarter-device-manager"
-	if [ ! -f "$bin" ]; then
-		echo "package.sh: $bin is missing: run \`make release\` first (or \`make packages\`)" >&2
-		exit 1
-	fi
+	for bin in "$DIST/linux-$arch/smarter-device-manager" "$DIST/linux-$arch/smarter-device-manager-dra"; do
+		if [ ! -f "$bin" ]; then
+			echo "package.sh: $bin is missing: run \`make release\` first (or \`make packages\`)" >&2
+			exit 1
+		fi
+	done
 	case "$arch" in
 		arm) nfpm_arch=arm7 ;; # GOARM=7: deb armhf, rpm armv7hl
 		*) nfpm_arch=$arch ;;

@@ -372,16 +372,19 @@ func TestUdevLinksExposed(t *testing.T) {
 	}
 }
 
-// buildImage builds the Dockerfile's image from a static build of this
-// package and removes it when the test ends; it returns the tag.
+// buildImage builds the Dockerfile's image from static builds of this
+// package (the device-plugin binary and, with -tags dra, the DRA one) and
+// removes it when the test ends; it returns the tag.
 func buildImage(t *testing.T) string {
 	t.Helper()
 	ctxDir := t.TempDir()
-	bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, "smarter-device-manager")
-	build := exec.Command(goTool(), "build", "-trimpath", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("static build: %v\n%s", err, out)
+	for name, tags := range map[string]string{"smarter-device-manager": "", draBinary: "dra"} {
+		bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, name)
+		build := exec.Command(goTool(), "build", "-trimpath", "-tags="+tags, "-o", bin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("static build of %s: %v\n%s", name, err, out)
+		}
 	}
 	dockerfile, err := os.ReadFile("../../Dockerfile")
 	if err != nil {

@@ -1,6 +1,9 @@
 // Command smarter-device-manager exposes host devices (serial adapters,
 // cameras, sound cards, I2C/SPI, GPIO, GPUs) to Kubernetes pods through the
 // kubelet device-plugin API, following hotplug through netlink uevents.
+// With --mode=dra it publishes them as DRA devices instead: built with
+// -tags dra (smarter-device-manager-dra) it runs the DRA driver itself,
+// built without it hands over to that binary (mode_exec.go).
 //
 // This is the only package that exits: it parses flags, builds the logger,
 // wires signals and calls daemon.Run.
@@ -60,6 +63,7 @@ type flags struct {
 	watchConfig  bool
 	metricsAddr  string
 	require      []string
+	modeFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -89,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	})
 	fs.BoolVar(&f.watchConfig, "watch-config", true, "reload the rule file when it changes on disk (a ConfigMap update), not only on SIGHUP")
 	fs.StringVar(&f.cdiDir, "cdi-dir", "/var/run/cdi", "where CDI spec files are written for rules with cdi: true")
+	f.modeFlags.register(fs)
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve pprof and counters (/debug/pprof/, /debug/vars) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smarter-device-manager [flags]\n"+
@@ -96,7 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			"       smarter-device-manager list [--config FILE]    dry run: which device gets which resource\n"+
 			"       smarter-device-manager version\n\n"+
 			"Advertises every device node under --dev-root that a rule matches as a kubelet\n"+
-			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug.\n"+
+			"extended resource (PREFIX/ttyUSB0, PREFIX/snd, PREFIX/net_tun) and follows hotplug;\n"+
+			"with --mode=dra, as DRA devices in ResourceSlices ("+draBinary+").\n"+
 			"SIGHUP reloads the rule file; SIGTERM/SIGINT stop cleanly.\n\n"+
 			"Every flag can also be set from the environment: --plugin-dir as\n"+
 			"SMARTER_DEVICE_MANAGER_PLUGIN_DIR, and so on; the command line wins.\n\nFlags:\n")
@@ -127,6 +133,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.removeAfter < 0 {
 		return nil, fmt.Errorf("--remove-after: %v is negative", f.removeAfter)
+	}
+	if err := f.modeFlags.check(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -188,6 +197,13 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
 		return exitUsage
 	}
+	var output daemon.Output // nil: the device plugin
+	if f.mode == modeDRA {
+		if output, err = draOutput(f, args, log); err != nil {
+			fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
+			return exitError
+		}
+	}
 
 	cfg, rules, err := loadRules(f.config, defaultRuleFiles())
 	if err != nil {
@@ -238,7 +254,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Warn().Str("rules", rules.file).Strs("ignored", rules.ignored).Msg("more than one default rule file exists; using the first (set --config to choose)")
 	}
 	log.Info().Str("rules", rules.String()).Str("rules_from", rules.why).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
-		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Msg("starting smarter-device-manager")
+		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Str("mode", f.mode).Msg("starting smarter-device-manager")
 
 	stats := new(daemon.Stats)
 	probe := daemon.NewProbe()
@@ -277,6 +293,7 @@ func run(args []string, stderr io.Writer) int {
 		Logger:      log,
 		Stats:       stats,
 		Probe:       probe,
+		Output:      output,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("daemon failed")

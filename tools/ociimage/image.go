@@ -27,8 +27,11 @@ import (
 // What the Dockerfile says; the image must stay equivalent to it.
 const (
 	binaryName = "smarter-device-manager"
-	entrypoint = "/" + binaryName
-	workingDir = "/root"
+	// draBinaryName is the DRA mode's binary, beside the daemon's in the
+	// image when make release built it there: --mode=dra runs it.
+	draBinaryName = "smarter-device-manager-dra"
+	entrypoint    = "/" + binaryName
+	workingDir    = "/root"
 	// The PATH the docker builder gives a FROM scratch image.
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -195,7 +198,20 @@ func platformImageFrom(path string, p v1.Platform, created time.Time) (v1.Image,
 	if err := checkBinary(bin, p); err != nil {
 		return nil, fmt.Errorf("%s: refusing to put it in the %s image: %w", path, p, err)
 	}
-	layerTar, err := rootfsTar(bin, created)
+	files := []layerFile{{binaryName, bin}}
+	copied := path
+	draPath := filepath.Join(filepath.Dir(path), draBinaryName)
+	switch dra, err := os.ReadFile(draPath); {
+	case err == nil:
+		if err := checkBinary(dra, p); err != nil {
+			return nil, fmt.Errorf("%s: refusing to put it in the %s image: %w", draPath, p, err)
+		}
+		files = append(files, layerFile{draBinaryName, dra})
+		copied += " " + draPath
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s: %w", draPath, err)
+	}
+	layerTar, err := rootfsTar(files, created)
 	if err != nil {
 		return nil, fmt.Errorf("%s: layer: %w", path, err)
 	}
@@ -229,7 +245,7 @@ func platformImageFrom(path string, p v1.Platform, created time.Time) (v1.Image,
 		MediaType: types.OCILayer,
 		History: v1.History{
 			Created:   v1.Time{Time: created},
-			CreatedBy: fmt.Sprintf("COPY %s %s; WORKDIR %s # tools/ociimage", binaryPath("dist", p), entrypoint, workingDir),
+			CreatedBy: fmt.Sprintf("COPY %s /; WORKDIR %s # tools/ociimage", copied, workingDir),
 		},
 	})
 	if err != nil {
@@ -238,23 +254,31 @@ func platformImageFrom(path string, p v1.Platform, created time.Time) (v1.Image,
 	return img, nil
 }
 
-// rootfsTar is the image's only layer: the binary at /smarter-device-manager
-// (0755, root's) and the WORKDIR, /root, as an empty directory.
-func rootfsTar(bin []byte, mtime time.Time) ([]byte, error) {
+// layerFile is a binary in the image's root.
+type layerFile struct {
+	name string
+	data []byte
+}
+
+// rootfsTar is the image's only layer: the binaries at /smarter-device-manager
+// (and /smarter-device-manager-dra), 0755, root's, and the WORKDIR, /root,
+// as an empty directory.
+func rootfsTar(files []layerFile, mtime time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	hdrs := []*tar.Header{
-		{Typeflag: tar.TypeReg, Name: binaryName, Mode: 0o755, Size: int64(len(bin))},
-		{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(workingDir, "/") + "/", Mode: 0o755},
+	var hdrs []*tar.Header
+	for _, f := range files {
+		hdrs = append(hdrs, &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o755, Size: int64(len(f.data))})
 	}
-	for _, h := range hdrs {
+	hdrs = append(hdrs, &tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(workingDir, "/") + "/", Mode: 0o755})
+	for i, h := range hdrs {
 		h.ModTime = mtime
 		h.Format = tar.FormatUSTAR // no PAX records: nothing but what is set here
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, fmt.Errorf("%s: %w", h.Name, err)
 		}
 		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(bin); err != nil {
+			if _, err := tw.Write(files[i].data); err != nil {
 				return nil, fmt.Errorf("%s: %w", h.Name, err)
 			}
 		}

@@ -520,3 +520,26 @@ func firstLine(b []byte) string {
 	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return s
 }
+
+// The DRA binary, where make release put one beside the daemon's, is in
+// the image too (--mode=dra runs it from there), checked like it: one for
+// another machine is refused.
+func TestDRABinaryBeside(t *testing.T) {
+	dist := t.TempDir()
+	p := v1.Platform{OS: "linux", Architecture: "amd64"}
+	tinyBinary(t, "amd64", "", filepath.Join(dist, "linux-amd64", binaryName))
+	tinyBinary(t, "amd64", "", filepath.Join(dist, "linux-amd64", draBinaryName))
+	a, err := assemble(dist, []v1.Platform{p}, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrs, data := layerFiles(t, a.images[0].image)
+	want, _ := os.ReadFile(filepath.Join(dist, "linux-amd64", draBinaryName))
+	if h := hdrs[draBinaryName]; h == nil || h.Mode != 0o755 || !bytes.Equal(data[draBinaryName], want) || len(hdrs) != 3 {
+		t.Errorf("layer %v; want %s (0755, the input binary) beside the daemon's and /root", hdrs, draBinaryName)
+	}
+	tinyBinary(t, "arm64", "", filepath.Join(dist, "linux-amd64", draBinaryName))
+	if _, err := assemble(dist, []v1.Platform{p}, time.Unix(0, 0)); err == nil || !strings.Contains(err.Error(), draBinaryName) {
+		t.Errorf("an arm64 DRA binary in the amd64 image: %v", err)
+	}
+}
