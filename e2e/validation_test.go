@@ -10,6 +10,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/kubernetes/pkg/api/legacyscheme"
 	"k8s.io/kubernetes/pkg/apis/apps"
@@ -18,6 +20,12 @@ import (
 	"k8s.io/kubernetes/pkg/apis/core"
 	_ "k8s.io/kubernetes/pkg/apis/core/install" // core/v1 defaults and conversions
 	corevalidation "k8s.io/kubernetes/pkg/apis/core/validation"
+	"k8s.io/kubernetes/pkg/apis/rbac"
+	_ "k8s.io/kubernetes/pkg/apis/rbac/install" // rbac/v1 defaults and conversions
+	rbacvalidation "k8s.io/kubernetes/pkg/apis/rbac/validation"
+	"k8s.io/kubernetes/pkg/apis/resource"
+	_ "k8s.io/kubernetes/pkg/apis/resource/install" // resource/v1 defaults and conversions
+	resourcevalidation "k8s.io/kubernetes/pkg/apis/resource/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -26,7 +34,11 @@ import (
 // (packaging/check) catches a misspelt field, this catches a value the
 // server would refuse — a port name over 15 characters, an invalid label,
 // a hostPath type that does not exist, a probe on an unnamed port. The
-// chart and the overlays are rendered with the pinned helm and kustomize.
+// chart and the overlays are rendered with the pinned helm and kustomize;
+// DRA mode's (the dra overlay, the chart with mode=dra) add a service
+// account, its role and binding, and DeviceClasses (and the admission
+// policy that holds the driver to its node's ResourceSlices, which is
+// left to packaging/check).
 func TestPackagingPassesAPIServerValidation(t *testing.T) {
 	renderings := map[string][]byte{}
 	for _, f := range []string{"../packaging/kubernetes/smarter-device-manager.yaml"} {
@@ -37,7 +49,7 @@ func TestPackagingPassesAPIServerValidation(t *testing.T) {
 		renderings[f] = raw
 	}
 	kustomize := buildTool(t, "kustomize", "sigs.k8s.io/kustomize/kustomize/v5")
-	for _, dir := range []string{"../packaging/overlays/k3s-legacy", "../packaging/overlays/microk8s"} {
+	for _, dir := range []string{"../packaging/overlays/k3s-legacy", "../packaging/overlays/microk8s", "../packaging/overlays/dra"} {
 		renderings["kustomize build "+dir] = runTool(t, kustomize, "build", dir)
 	}
 	helm := buildTool(t, "helm", "helm.sh/helm/v3/cmd/helm")
@@ -46,6 +58,8 @@ func TestPackagingPassesAPIServerValidation(t *testing.T) {
 	renderings["helm template (values)"] = runTool(t, helm, append(chart,
 		"--set", "kubeletDir=/var/snap/microk8s/common/var/lib/kubelet,require={smarter-devices/ttyUSB0},metrics.port=9999",
 		"--set", "rulesFile=rules.toml", "--set-string", "rules=version = \"v1\"")...)
+	renderings["helm template (mode=dra)"] = runTool(t, helm, append(chart,
+		"--set", "mode=dra,kubeletDir=/var/snap/microk8s/common/var/lib/kubelet,dra.extendedResources={smarter-devices/net_tun}")...)
 
 	for what, raw := range renderings {
 		daemonSets := 0
@@ -69,6 +83,28 @@ func TestPackagingPassesAPIServerValidation(t *testing.T) {
 				var ds apps.DaemonSet
 				convert(t, what, doc, &appsv1.DaemonSet{}, &ds)
 				errs = errStrings(appsvalidation.ValidateDaemonSet(&ds, corevalidation.PodValidationOptions{}))
+			case "ServiceAccount":
+				var sa core.ServiceAccount
+				convert(t, what, doc, &v1.ServiceAccount{}, &sa)
+				errs = errStrings(corevalidation.ValidateServiceAccount(&sa))
+			case "ClusterRole":
+				var r rbac.ClusterRole
+				convert(t, what, doc, &rbacv1.ClusterRole{}, &r)
+				errs = errStrings(rbacvalidation.ValidateClusterRole(&r, rbacvalidation.ClusterRoleValidationOptions{}))
+			case "ClusterRoleBinding":
+				var b rbac.ClusterRoleBinding
+				convert(t, what, doc, &rbacv1.ClusterRoleBinding{}, &b)
+				errs = errStrings(rbacvalidation.ValidateClusterRoleBinding(&b))
+			case "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+				// Its validation compiles the CEL with the API server's
+				// admission stack (tracing, OpenTelemetry): more of
+				// Kubernetes than this module builds. packaging/check decodes
+				// it strictly and checks what it matches.
+				continue
+			case "DeviceClass":
+				var c resource.DeviceClass
+				convert(t, what, doc, &resourcev1.DeviceClass{}, &c)
+				errs = errStrings(resourcevalidation.ValidateDeviceClass(&c))
 			case "PodMonitor":
 				continue // a CRD: its schema lives in the operator (packaging/check decodes it strictly)
 			default:

@@ -26,6 +26,7 @@ type objects struct {
 	ConfigMap  *v1.ConfigMap
 	DaemonSet  *appsv1.DaemonSet
 	PodMonitor *monitoringv1.PodMonitor
+	draObjects // DRA mode's (dra_test.go)
 }
 
 // decodeStrict decodes every document of a multi-document YAML stream
@@ -57,6 +58,9 @@ func decodeStrict(t *testing.T, what string, raw []byte) objects {
 			// kustomize build reads these (TestKustomize).
 			continue
 		default:
+			if obj = objs.draObject(meta.Kind); obj != nil {
+				break
+			}
 			t.Fatalf("%s document %d: kind %q has no decoder here; add one", what, i, meta.Kind)
 		}
 		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
@@ -177,7 +181,11 @@ func checkDaemonSet(t *testing.T, what string, ds *appsv1.DaemonSet) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = m
 	}
-	for path, ro := range map[string]bool{"/dev": true, "/sys": true, "/run/udev": true, "/root/config": true, "/var/lib/kubelet/device-plugins": false} {
+	want := map[string]bool{"/dev": true, "/sys": true, "/run/udev": true, "/root/config": true, "/var/lib/kubelet/device-plugins": false}
+	if isDRA(c) {
+		want = draMounts(t, what, ds)
+	}
+	for path, ro := range want {
 		if m, ok := mounts[path]; !ok || m.ReadOnly != ro {
 			t.Errorf("%s: mount of %s missing or readOnly != %v", what, path, ro)
 		}
