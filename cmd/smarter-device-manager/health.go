@@ -53,7 +53,7 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 		}
 		var problems []string
 		if rep.WaitingForKubelet {
-			problems = append(problems, "waiting for the kubelet: no kubelet.sock in the plugin directory")
+			problems = append(problems, "waiting for the kubelet: no kubelet.sock in the plugin directory (DRA mode: the kubelet has not registered the driver)")
 		}
 		for name, st := range rep.Resources {
 			if !st.Registered {
