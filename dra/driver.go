@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -230,5 +229,5 @@ func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplug
 
 // claimLabel names a claim in logs and errors.
 func claimLabel(namespace, name string, uid types.UID) string {
-	return strings.Join([]string{namespace, name}, "/") + " (" + string(uid) + ")"
+	return namespace + "/" + name + " (" + string(uid) + ")"
 }

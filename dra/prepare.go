@@ -91,11 +91,11 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 		_ = d.removeSpec(c.UID) // a spec without its claim: unprepare would not know it
 		return fail(err)
 	}
-	ev := d.log.Info().Str("claim", label)
+	var devs []string
 	for _, dev := range claim.Devices {
-		ev = ev.Str("device", dev.Device)
+		devs = append(devs, dev.Device)
 	}
-	ev.Msg("claim prepared")
+	d.log.Info().Str("claim", label).Strs("devices", devs).Msg("claim prepared")
 	return claim.result()
 }
 
