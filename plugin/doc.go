@@ -1,5 +1,5 @@
 // Package plugin owns the kubelet device-plugin wire (API v1beta1) for one
-// extended resource: a gRPC DevicePlugin server on a unix socket in the
+// extended resource: the DevicePlugin gRPC service on a unix socket in the
 // kubelet's plugin directory, its registration with the kubelet, and the
 // recovery when the kubelet restarts.
 //
@@ -17,9 +17,10 @@
 // Files by concern: snapshot.go (the value types), options.go, server.go
 // (Server, Status, Update, Run), serve.go (the registration loop's I/O),
 // regstate.go (the registration state and its transitions, no I/O),
-// instance.go (one listening socket), service.go (the gRPC handlers),
-// registrar.go, watch.go and fanout.go (what the servers of one kubelet
-// share: the registration connection, the directory watch, its fan-out).
+// instance.go (one serving round's socket), service.go (the gRPC handlers),
+// registrar.go, hub.go, watch.go and fanout.go (what the servers of one
+// kubelet share: the registration connection, one gRPC server for every
+// socket, the directory watch, its fan-out).
 //
 // Kubelet contract facts this package is built around
 // (k8s.io/kubernetes pkg/kubelet/cm/devicemanager):

@@ -4,36 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"time"
-
-	"google.golang.org/grpc"
-	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
-// serverOptions keep an idle connection small: the kubelet holds one per
-// resource for as long as the resource lives, mostly waiting in
-// ListAndWatch, and gRPC's default 32 KiB read and write buffers per
-// connection would be most of a resource's memory. Messages here are a
-// few hundred bytes.
-var serverOptions = []grpc.ServerOption{
-	grpc.ReadBufferSize(0),       // read frames straight from the socket
-	grpc.WriteBufferSize(0),      // write frames straight to the socket
-	grpc.SharedWriteBuffer(true), // and hold no write buffer between writes
-}
-
-// stopGrace bounds GracefulStop before in-flight calls are cut.
+// stopGrace bounds how long a stop waits for calls in progress before the
+// connections are cut.
 const stopGrace = 2 * time.Second
 
-// instance is one listening socket and its gRPC server.
+// instance is one serving round of a Server: its listening socket on the
+// registrar's hub.
 type instance struct {
-	path      string
-	id        fileID
-	srv       *grpc.Server
-	done      chan struct{} // closed to end ListAndWatch streams
-	serveErr  chan error    // capacity 1
-	serveDone chan struct{}
+	path     string
+	id       fileID
+	sock     *socket
+	done     chan struct{} // closed to end ListAndWatch streams
+	serveErr <-chan error
 }
 
 // listen removes a stale file at our socket path, listens, and serves.
@@ -48,39 +34,23 @@ func (s *Server) listen() (*instance, error) {
 	// CPU in bind and unlink, against 0.56 s one at a time).
 	s.reg.dirMu.Lock()
 	// A file left here by a crashed run (or anything else) would make
-	// Listen fail with EADDRINUSE.
+	// the bind fail with EADDRINUSE.
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.reg.dirMu.Unlock()
 		return nil, fmt.Errorf("remove stale socket: %w", err)
 	}
-	lis, err := net.Listen("unix", path)
+	done := make(chan struct{})
+	sock, err := s.reg.serve(path, s, done)
 	s.reg.dirMu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
-	// We remove the file ourselves, and only if it is still ours.
-	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	fi, err := os.Stat(path)
 	if err != nil {
-		lis.Close()
+		s.reg.unserve(sock, 0)
 		return nil, fmt.Errorf("stat our socket: %w", err)
 	}
-	inst := &instance{
-		path:      path,
-		id:        newFileID(fi),
-		srv:       grpc.NewServer(serverOptions...),
-		done:      make(chan struct{}),
-		serveErr:  make(chan error, 1),
-		serveDone: make(chan struct{}),
-	}
-	pluginapi.RegisterDevicePluginServer(inst.srv, &service{s: s, done: inst.done})
-	go func() {
-		defer close(inst.serveDone)
-		if err := inst.srv.Serve(lis); err != nil {
-			inst.serveErr <- err
-		}
-	}()
-	return inst, nil
+	return &instance{path: path, id: newFileID(fi), sock: sock, done: done, serveErr: sock.failed}, nil
 }
 
 // ownsSocket reports whether the file at our socket path is the one we
@@ -90,26 +60,13 @@ func (inst *instance) ownsSocket() bool {
 	return err == nil && inst.id.same(fi)
 }
 
-// stop ends the streams, stops the gRPC server (gracefully within a short
-// bound), waits for Serve to return and removes our socket if it is still
-// ours.
+// stop ends the streams, stops accepting, lets the calls in progress
+// finish within a short bound, closes the connections and removes our
+// socket if it is still ours.
 func (inst *instance) stop(s *Server) {
 	s.change(s.rs.stopping)
 	close(inst.done)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		inst.srv.GracefulStop()
-	}()
-	t := time.NewTimer(stopGrace)
-	select {
-	case <-stopped:
-	case <-t.C:
-		inst.srv.Stop()
-		<-stopped
-	}
-	t.Stop()
-	<-inst.serveDone
+	s.reg.unserve(inst.sock, stopGrace)
 	if inst.ownsSocket() {
 		if err := os.Remove(inst.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn().Err(err).Str("socket", inst.path).Msg("removing our socket")

@@ -29,6 +29,12 @@ type Registrar struct {
 	fan fanOut
 	// dirMu makes the servers' sockets one at a time (Server.listen).
 	dirMu sync.Mutex
+
+	// hub serves every socket of the servers running with this registrar
+	// (hub.go); it runs while sockets > 0.
+	hubMu   sync.Mutex
+	hub     *hub
+	sockets int
 }
 
 // NewRegistrar returns a registrar with no connection yet.
