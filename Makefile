@@ -117,8 +117,10 @@ e2e-container: deps
 # the kustomize overlays and the Helm chart rendered (helm lint, helm
 # template) and compared with the plain manifest. Its own module
 # (packaging/check); helm and kustomize are built from tools/ (pinned).
+# Its first run builds helm, kustomize and the API server's validation code
+# inside the test (10+ minutes on 2 busy cores), hence the long timeout.
 check-packaging:
-	cd packaging/check && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	cd packaging/check && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 40m ./...
 
 # The pinned tools (tools/*/go.mod): bin/helm, bin/kustomize, bin/nfpm.
 tools:
