@@ -17,6 +17,7 @@ import (
 	"github.com/smarter-project/smarter-device-manager/e2e/probe"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
 )
 
 // container is one running container: runc in the foreground with the
@@ -40,8 +41,14 @@ type container struct {
 // removes the container, its cgroup and its bundle.
 func (n *node) runContainer(pod *v1.Pod, sec podSecurity) *container {
 	n.t.Helper()
+	return n.runContainerOpts(pod, n.runOptions(pod), sec)
+}
+
+// runContainerOpts starts the pod's container with the run options opts
+// (the DRA cases take theirs from the kubelet's DRA manager).
+func (n *node) runContainerOpts(pod *v1.Pod, opts *devicemanager.DeviceRunContainerOptions, sec podSecurity) *container {
+	n.t.Helper()
 	t := n.t
-	opts := n.runOptions(pod)
 	id := fmt.Sprintf("sdm-e2e-%d-%d", os.Getpid(), ctrSeq.Add(1))
 	c := &container{t: t, id: id, bundle: mkdirTemp(t), state: mkdirTemp(t), lines: make(chan string, 16), stderr: &syncBuffer{}, done: make(chan struct{})}
 	// The root filesystem first: the user options read its /etc/passwd,
