@@ -37,6 +37,13 @@ func TestDRAOutputFromFlags(t *testing.T) {
 	if _, ok := out.(*dra.Driver); err != nil || !ok {
 		t.Errorf("draOutput: %T, %v; want a *dra.Driver", out, err)
 	}
+	// The kubelet's own rate limit: client-go's default (5 per second)
+	// throttled the claim reads of NodePrepareResources.
+	if cfg, err := draClientConfig(f); err != nil {
+		t.Errorf("client config: %v", err)
+	} else if cfg.QPS < 50 || cfg.Burst < 100 {
+		t.Errorf("client rate limit %v per second, burst %d; want 50, 100 (the kubelet's)", cfg.QPS, cfg.Burst)
+	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a pod
 	f.kubeconfig = ""
 	if _, err := draOutput(f, nil, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
