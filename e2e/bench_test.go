@@ -175,7 +175,7 @@ func benchSize(t *testing.T, size, cycles int, idleFor time.Duration, onTmpfs bo
 	// message arrived: polling GetCapacity meanwhile would take a core
 	// from the daemon and the kubelet at 1,000 resources.
 	l := listenUevents(t)
-	var add, remove, addKubelet, removeKubelet []time.Duration
+	var add, remove, addKubelet, removeKubelet, addKernel, removeKernel []time.Duration
 	var cyclesProfile sync.WaitGroup
 	if profiles != "" {
 		// A CPU profile and an execution trace of the first cycles.
@@ -196,7 +196,7 @@ func benchSize(t *testing.T, size, cycles int, idleFor time.Duration, onTmpfs bo
 		if z != next {
 			t.Fatalf("zram hot_add gave zram%d, expected zram%d", z, next)
 		}
-		t0 := l.first(t, "add", "zram"+strconv.Itoa(z))
+		t0, own := l.firstAndOwn(t, "add", "zram"+strconv.Itoa(z))
 		// The first add registers the resource: its first message is no
 		// health flip.
 		rx, done := pushed.first(t, res)
@@ -204,17 +204,19 @@ func benchSize(t *testing.T, size, cycles int, idleFor time.Duration, onTmpfs bo
 		if i > 0 {
 			add = append(add, rx.Sub(t0))
 			addKubelet = append(addKubelet, done.Sub(rx))
+			addKernel = append(addKernel, own.Sub(t0))
 		}
 		l.drain()
 		pushed.reset(res)
 		if err := zramRemove(z); err != nil {
 			t.Fatal(err)
 		}
-		t2 := l.first(t, "remove", "zram"+strconv.Itoa(z))
+		t2, own := l.firstAndOwn(t, "remove", "zram"+strconv.Itoa(z))
 		rx, done = pushed.first(t, res)
 		n.waitCapacity(res+" not allocatable", map[string]counts{res: {1, 0}})
 		remove = append(remove, rx.Sub(t2))
 		removeKubelet = append(removeKubelet, done.Sub(rx))
+		removeKernel = append(removeKernel, own.Sub(t2))
 	}
 	cyclesProfile.Wait()
 	after := debugVars(t, debugAddr)
@@ -226,6 +228,8 @@ func benchSize(t *testing.T, size, cycles int, idleFor time.Duration, onTmpfs bo
 	printLatency(fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: remove → ListAndWatch message received (unhealthy)", size, fsName), remove)
 	printLatency(fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: the kubelet's own processing of the add message (checkpoint)", size, fsName), addKubelet)
 	printLatency(fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: the kubelet's own processing of the remove message (checkpoint)", size, fsName), removeKubelet)
+	printLatency(fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: the kernel's own part of the add (first uevent → the node's uevent)", size, fsName), addKernel)
+	printLatency(fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: the kernel's own part of the remove (first uevent → the node's uevent)", size, fsName), removeKernel)
 
 	// Stop this size's daemon and kubelet before the next size starts.
 	n.stopDaemon()

@@ -172,7 +172,15 @@ func (u *uevents) drain() {
 // uevent since the last drain (zram sends its bdi device's before the block
 // device's, and the daemon can react to either).
 func (u *uevents) first(t *testing.T, action, devname string) time.Time {
-	var first time.Time
+	first, _ := u.firstAndOwn(t, action, devname)
+	return first
+}
+
+// firstAndOwn is first, and also returns the receipt time of devname's own
+// uevent: between the two the kernel is still at work (zram tears down its
+// queue and bdi before it removes the node), a span that is the kernel's,
+// not the daemon's.
+func (u *uevents) firstAndOwn(t *testing.T, action, devname string) (first, own time.Time) {
 	deadline := time.After(waitLimit)
 	for {
 		select {
@@ -181,7 +189,7 @@ func (u *uevents) first(t *testing.T, action, devname string) time.Time {
 				first = s.at
 			}
 			if s.action == action && s.devname == devname {
-				return first
+				return first, s.at
 			}
 		case <-deadline:
 			t.Fatalf("no %s uevent for %s", action, devname)

@@ -151,16 +151,24 @@ func (r *report) kubeletTable(w func(string, ...any)) {
 		func(s sizeRun) string { return lat(s, "add → ListAndWatch message received") })
 	row("same, remove → unhealthy (p50 / p90)", "p90 < 3 ms", "never",
 		func(s sizeRun) string { return lat(s, "remove → ListAndWatch message received (unhealthy)") })
-	row("the kubelet's own processing of the message (checkpoint), add / remove p90", "", "", func(s sizeRun) string {
-		p90 := func(what string) string {
-			for _, ss := range r.sizeLatency {
-				if ss.name == fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: the kubelet's own processing of the %s message (checkpoint)", s.n, s.fs, what) {
-					return ms(ss.pct(0.9))
-				}
+	// pct is one percentile of a series of this size.
+	pct := func(s sizeRun, what string, p float64) string {
+		for _, ss := range r.sizeLatency {
+			if ss.name == fmt.Sprintf("real kubelet, %d resources, plugin dir on %s: %s", s.n, s.fs, what) {
+				return ms(ss.pct(p))
 			}
-			return "—"
 		}
-		return p90("add") + " / " + p90("remove")
+		return "—"
+	}
+	row("the kernel's own part of it: first uevent → the node's own uevent, add / remove (p50 / p90)", "", "", func(s sizeRun) string {
+		return pct(s, "the kernel's own part of the add (first uevent → the node's uevent)", 0.5) + " / " +
+			pct(s, "the kernel's own part of the add (first uevent → the node's uevent)", 0.9) + ", " +
+			pct(s, "the kernel's own part of the remove (first uevent → the node's uevent)", 0.5) + " / " +
+			pct(s, "the kernel's own part of the remove (first uevent → the node's uevent)", 0.9)
+	})
+	row("the kubelet's own processing of the message (checkpoint), add / remove p90", "", "", func(s sizeRun) string {
+		return pct(s, "the kubelet's own processing of the add message (checkpoint)", 0.9) + " / " +
+			pct(s, "the kubelet's own processing of the remove message (checkpoint)", 0.9)
 	})
 	row("the daemon's reconcile (state read, plan, apply), mean over the cycles", "", "",
 		func(s sizeRun) string { return ms(s.reconcile) })
