@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -275,8 +276,10 @@ func TestDRAHotplug(t *testing.T) {
 
 // 5: the daemon crashes (SIGKILL) with a claim prepared and starts
 // again: the kubelet registers it again, its pool is the same slice
-// (taken over, not duplicated), a repeated prepare gets the same CDI
-// device, and unprepare removes the spec the earlier process wrote.
+// (taken over, not duplicated), it refuses the device to another claim
+// (the first still holds it: what it prepared survived), a repeated
+// prepare gets the same CDI device, and unprepare removes the spec the
+// earlier process wrote.
 func TestDRADaemonRestart(t *testing.T) {
 	requireZram(t)
 	d := startDRA(t, "1h")
@@ -314,6 +317,19 @@ func TestDRADaemonRestart(t *testing.T) {
 		t.Errorf("slices before the restart %s (%v), after %s (%v); want the same one slice", describeSlices(before), uids(before), describeSlices(after), uids(after))
 	}
 
+	// The restarted daemon knows the claim holds the device (count 1):
+	// another claim given the same allocation is refused.
+	intruder := d.createClaim(selectorClaim("intruder", fmt.Sprintf(`device.attributes[%q].resource == "smarter-devices/zram%d"`, draDriver, z), ""))
+	intruder.Status.Allocation = claim.Status.Allocation.DeepCopy()
+	intruder.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "intruder", UID: "intruder-uid"}}
+	intruder, err = d.client.ResourceV1().ResourceClaims(intruder.Namespace).UpdateStatus(d.ctx(), intruder, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := d.nodePrepare(intruder); err == nil {
+		t.Errorf("a second claim on the device after the restart was prepared (%v); want it refused, the first holding it", res)
+	}
+
 	// The kubelet forgets nothing, so it asks the new process directly,
 	// as a restarted kubelet would: a claim not prepared by this process.
 	res, err := d.nodePrepare(claim)
@@ -325,6 +341,12 @@ func TestDRADaemonRestart(t *testing.T) {
 	}
 	if _, ok := d.specFileOf(claim.UID); ok {
 		t.Errorf("CDI spec %s left after unprepare by the restarted daemon", spec)
+	}
+	// Now free, the device goes to the other claim.
+	if _, err := d.nodePrepare(intruder); err != nil {
+		t.Errorf("the second claim once the first is unprepared: %v", err)
+	} else if err := d.nodeUnprepare(intruder); err != nil {
+		t.Errorf("unpreparing the second claim: %v", err)
 	}
 	// And once more: the claim is forgotten, a new process keeps it so.
 	d.stopDaemon()
