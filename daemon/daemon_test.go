@@ -280,6 +280,26 @@ func TestDeviceLifecycle(t *testing.T) {
 	}
 }
 
+// A block device's bdi comes and goes just before the block device does,
+// and has no node: its uevents wake nothing (a rescan for them would be
+// one for nothing, which the block device's own rescan waits behind).
+func TestBackingDevEventsIgnored(t *testing.T) {
+	h := newHarness(t, "- devicematch: ^ttyUSB[0-9]+$\n  nummaxdevices: 1\n", nil)
+	ignored, relevant := h.stats.Ignored.Load(), h.stats.Relevant.Load()
+	for _, action := range []string{"add", "remove"} {
+		h.events.ch <- hotplug.Event{Action: action, Subsystem: "bdi", DevPath: "/devices/virtual/bdi/253:1"}
+	}
+	h.dev.Set("ttyUSB0", charDev)
+	h.events.fire("add", "ttyUSB0") // events are handled in order: after both bdi ones
+	h.waitFor("smarter-devices/ttyUSB0", "healthy after add", health(1, pluginapi.Healthy))
+	if got := h.stats.Ignored.Load() - ignored; got != 2 {
+		t.Errorf("%d uevents ignored, want the bdi's 2", got)
+	}
+	if got := h.stats.Relevant.Load() - relevant; got != 1 {
+		t.Errorf("%d relevant uevents, want only ttyUSB0's", got)
+	}
+}
+
 func TestRemoveAfter(t *testing.T) {
 	h := newHarness(t, "- devicematch: ^video[0-9]+$\n  nummaxdevices: 1\n", func(o *Options) {
 		o.RemoveAfter = 300 * time.Millisecond
