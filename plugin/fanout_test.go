@@ -121,6 +121,11 @@ func TestRegistrarSaysKubeletWaitOnce(t *testing.T) {
 	for _, s := range srvs {
 		waitStatus(t, s.Server, "waiting for the kubelet", func(st plugin.Status) bool { return st.WaitingForKubelet })
 	}
+	// The watch says it at its first check, once in place: the kubelet must
+	// not come before that (the servers' own checks do not wait for it).
+	testutil.Eventually(t, waitTimeout, "the watch saying it waits for the kubelet", func() bool {
+		return strings.Contains(log.String(), "waiting for the kubelet")
+	})
 	for range 10 {
 		reg.Kick()
 	}
