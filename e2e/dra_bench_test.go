@@ -90,15 +90,12 @@ func TestDRABench(t *testing.T) {
 
 	l := listenUevents(t)
 	var add, remove []time.Duration
-	z := -1
 	for i := range cycles + 1 {
 		l.drain()
 		drainWatch()
-		got := zramAdd(t)
-		if z >= 0 && got != z {
-			t.Fatalf("hot_add made zram%d, not zram%d again", got, z)
-		}
-		z = got
+		// Normally the same number again (the device untainted); another
+		// process may have taken it (a new device, published).
+		z := zramAdd(t)
 		name := zramDevice(z)
 		t0 := l.first(t, "add", "zram"+strconv.Itoa(z))
 		t1 := waitDevice(name, func(dev resourceapi.Device, ok bool) bool { return ok && len(dev.Taints) == 0 })
