@@ -47,7 +47,7 @@ func run() int {
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
 	flag.DurationVar(&c.kubeletIdle, "kubelet-idle", 20*time.Second, "idle window of the real-kubelet runs by size")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
-	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,sizes,startup,storm,micro); all when empty")
+	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,sizes,startup,dra,storm,micro); all when empty")
 	flag.Parse()
 	if *only != "" {
 		c.only = map[string]bool{}
@@ -148,6 +148,7 @@ func bench(c *config) error {
 		}})
 	}
 	steps = append(steps,
+		stepT{"dra", "DRA mode (e2e module)", func() (err error) { r.dra, err = draBench(c); return err }},
 		stepT{"storm", "uevent storm", func() (err error) { r.storm, err = storm(ctx, c); return err }},
 		stepT{"micro", "Go micro-benchmarks", func() (err error) { r.micro, err = micro(); return err }})
 	for _, st := range steps {

@@ -24,6 +24,8 @@ type report struct {
 	footprint   []footprint
 	storm       stormResult
 	micro       []string
+	// dra is the DRA section, already Markdown (draBench).
+	dra string
 }
 
 func describeMachine() []string {
@@ -151,6 +153,10 @@ func (r *report) markdown() string {
 			float64(hi.goroutines-lo.goroutines)/extra)
 	}
 	w("\nBinary (`make build`: static, `-trimpath -ldflags='-s -w'`): %s.\n", mib(r.binarySize))
+
+	if r.dra != "" {
+		w("\n%s", r.dra)
+	}
 
 	s := r.storm
 	w("\n## Uevent storm\n\n")
