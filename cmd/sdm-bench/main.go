@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -151,20 +152,26 @@ func bench(c *config) error {
 		stepT{"dra", "DRA mode (e2e module)", func() (err error) { r.dra, err = draBench(c); return err }},
 		stepT{"storm", "uevent storm", func() (err error) { r.storm, err = storm(ctx, c); return err }},
 		stepT{"micro", "Go micro-benchmarks", func() (err error) { r.micro, err = micro(); return err }})
+	// A part that fails is named in the report and the others still run:
+	// a whole run takes a quarter of an hour.
+	var failed []error
 	for _, st := range steps {
 		if c.only != nil && !c.only[st.part] {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "sdm-bench: %s…\n", st.name)
 		if err := st.run(); err != nil {
-			return fmt.Errorf("%s: %w", st.name, err)
+			err = fmt.Errorf("%s: %w", st.name, err)
+			fmt.Fprintf(os.Stderr, "sdm-bench: %v\n", err)
+			failed = append(failed, err)
+			r.failed = append(r.failed, st.name)
 		}
 	}
 	r.finished = time.Now()
 	r.command = "make bench  (go run ./cmd/sdm-bench " + strings.Join(os.Args[1:], " ") + ")"
 	if err := os.WriteFile(c.out, []byte(r.markdown()), 0o644); err != nil {
-		return err
+		return errors.Join(append(failed, err)...)
 	}
 	fmt.Fprintf(os.Stderr, "sdm-bench: wrote %s\n", c.out)
-	return nil
+	return errors.Join(failed...)
 }

@@ -26,6 +26,8 @@ type report struct {
 	micro       []string
 	// dra is the DRA section, already Markdown (draBench).
 	dra string
+	// failed names the parts that failed (their error is on stderr).
+	failed []string
 }
 
 func describeMachine() []string {
@@ -74,6 +76,9 @@ func (r *report) markdown() string {
 	w("Written by `cmd/sdm-bench` — regenerate with `make bench` (as root); no figure here is edited by hand.\n")
 	w("Figures come from one run on one shared machine: compare runs on the same machine, not across machines.\n\n")
 	w("Run: %s, %s to %s.\n\n", r.command, r.started.UTC().Format(time.RFC3339), r.finished.UTC().Format("15:04:05Z"))
+	if len(r.failed) > 0 {
+		w("**Failed in this run** (their figures are missing below): %s.\n\n", strings.Join(r.failed, "; "))
+	}
 	w("Machine:\n\n")
 	for _, m := range r.machine {
 		w("- %s\n", m)
