@@ -11,7 +11,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e e2e-container bench release packages image image-multiarch check-packaging tools clean
+.PHONY: all build run test deps vet unit fuzz e2e e2e-container e2e-cluster bench release packages image image-multiarch check-packaging tools clean
 
 all: build
 
@@ -111,6 +111,27 @@ e2e-container: deps
 		echo "e2e-container: SKIPPED: the container suite needs root on Linux (runc, device cgroups, zram)"; \
 	else \
 		cd e2e && $(GO) test -race -count=1 -timeout 20m -run '^TestContainer'; \
+	fi
+
+# The single-node cluster suite (cluster/, its own module): a real
+# kube-apiserver, etcd, kube-scheduler, kube-controller-manager, kubelet and
+# containerd (built once per machine into a cache by
+# scripts/cluster-build.sh: a cold build compiles Kubernetes, see
+# docs/deployment.md), Debian's runc; the plain manifest applied through the
+# API server, a pod given a hot-plugged zram device, unplug/replug, a
+# rolling update, then DRA mode (the overlay, rendered by the pinned
+# kustomize). Not part of `make test`: a cold build alone takes longer
+# than the whole of .ci/run may. Everything runs under nice -n 19.
+e2e-cluster: deps
+	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
+		echo "e2e-cluster: SKIPPED: the cluster suite needs root on Linux (kubelet, containerd, runc, zram)"; \
+	else \
+		CGO_ENABLED=0 nice -n 19 $(GO) build $(BUILDFLAGS) -o dist/linux-$$($(GO) env GOARCH)/smarter-device-manager ./cmd/smarter-device-manager && \
+		CGO_ENABLED=0 nice -n 19 $(GO) build $(DRAFLAGS) -o dist/linux-$$($(GO) env GOARCH)/smarter-device-manager-dra ./cmd/smarter-device-manager && \
+		{ [ -x bin/kustomize ] || nice -n 19 $(GO) build -C tools/kustomize -o $(CURDIR)/bin/kustomize sigs.k8s.io/kustomize/kustomize/v5; } && \
+		bin=$$(nice -n 19 bash scripts/cluster-build.sh | tail -n 1) && \
+		cd cluster && nice -n 19 $(GO) vet ./... && \
+		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestCluster$$' .; \
 	fi
 
 # What packaging/ ships: every manifest decoded strictly into the API types,

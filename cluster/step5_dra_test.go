@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+const draDriver = "device-manager.smarter-project.github.io"
+
+// The rules of step 5: zram devices, and evict_on_unplug (DRA mode only:
+// a NoExecute taint on an unplugged device) in the versioned format, which
+// the legacy list the shipped ConfigMap uses cannot express.
+const draRules = `version: v1
+rules:
+  - match: ^zram[0-9]+$
+    evict_on_unplug: true
+`
+
+// stepDRA is issue 15's step 5: the DRA overlay (packaging/overlays/dra,
+// rendered by the pinned kustomize) applied over the running DaemonSet,
+// ResourceSlices, a pod whose ResourceClaimTemplate selects its device by
+// attribute, and its eviction when the device is unplugged.
+func (c *cluster) stepDRA(t *testing.T) {
+	ctx := context.Background()
+	kustomize := filepath.Join("..", "bin", "kustomize")
+	if _, err := os.Stat(kustomize); err != nil {
+		t.Skip("no bin/kustomize (make e2e-cluster builds it from tools/kustomize)")
+	}
+	if c.apiPort != 443 {
+		t.Skipf("the API server could not listen on 443 (the kubernetes Service's port), so the driver's pod cannot reach it without kube-proxy")
+	}
+	// What kube-proxy would do for the driver's pod: its in-cluster
+	// config dials the kubernetes Service's address, here made local.
+	if out, err := exec.Command("ip", "addr", "add", serviceIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add %s/32 dev lo: %v: %s", serviceIP, err, out)
+	}
+	c.serviceIPOnLo = true
+	if conn, err := net.DialTimeout("tcp", serviceIP+":443", 5*time.Second); err != nil {
+		t.Fatalf("the kubernetes Service's address: %v", err)
+	} else {
+		conn.Close()
+	}
+
+	out, err := exec.Command(kustomize, "build", filepath.Join("..", "packaging", "overlays", "dra")).Output()
+	if err != nil {
+		t.Fatalf("kustomize build packaging/overlays/dra: %v", err)
+	}
+	objs, err := decodeManifest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := forCluster(objs, daemonImage("cluster-2"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := setRules(objs, draRules); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if err := c.apply(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	pod := c.waitDaemonPodReadyWith(t, func(p *corev1.Pod) bool {
+		for _, e := range p.Spec.Containers[0].Env {
+			if e.Name == "SMARTER_DEVICE_MANAGER_MODE" && e.Value == "dra" {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("API: DaemonSet pod %s in DRA mode Ready %s after apply (serviceAccount %s)", pod.Name, time.Since(begin).Round(time.Millisecond), pod.Spec.ServiceAccountName)
+
+	devE := c.hotAdd(t)
+	path := fmt.Sprintf("/dev/zram%d", devE)
+	var dev resourcev1.Device
+	var slice string
+	c.poll(t, "a ResourceSlice device for "+path, func() (bool, string) {
+		l, err := c.cs.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, s := range l.Items {
+			if s.Spec.Driver != draDriver {
+				continue
+			}
+			for _, d := range s.Spec.Devices {
+				seen = append(seen, d.Name)
+				if a, ok := d.Attributes[draDriver+"/path"]; ok && a.StringValue != nil && *a.StringValue == path {
+					dev, slice = d, s.Name
+					return true, ""
+				}
+			}
+		}
+		return false, "devices: " + strings.Join(seen, " ")
+	})
+	t.Logf("API: ResourceSlice %s (driver %s, node %s): device %s path=%s resource=%s taints=%d", slice, draDriver, nodeName, dev.Name, path, strAttr(dev, "resource"), len(dev.Taints))
+
+	tmpl := &resourcev1.ResourceClaimTemplate{
+		ObjectMeta: metav1.ObjectMeta{Name: "zram-by-path", Namespace: "default"},
+		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
+			Requests: []resourcev1.DeviceRequest{{
+				Name: "zram",
+				Exactly: &resourcev1.ExactDeviceRequest{
+					DeviceClassName: "smarter-devices",
+					Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+						Expression: fmt.Sprintf(`device.attributes[%q].path == %q`, draDriver, path),
+					}}},
+				},
+			}},
+		}}},
+	}
+	if _, err := c.cs.ResourceV1().ResourceClaimTemplates("default").Create(ctx, tmpl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := probePod("devprobe-dra", devE, nil)
+	p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "zram"}}}
+	p.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "zram", ResourceClaimTemplateName: new("zram-by-path")}}
+	begin = time.Now()
+	if _, err := c.cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := c.waitPodRunning(t, "devprobe-dra")
+	claim := ""
+	for _, s := range running.Status.ResourceClaimStatuses {
+		claim = deref(s.ResourceClaimName)
+	}
+	rc, err := c.cs.ResourceV1().ResourceClaims("default").Get(ctx, claim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if rc.Status.Allocation != nil {
+		for _, r := range rc.Status.Allocation.Devices.Results {
+			got = append(got, r.Driver+"/"+r.Pool+"/"+r.Device)
+		}
+	}
+	t.Logf("API: pod default/devprobe-dra phase=%s %s after create; claim %s allocated %v", running.Status.Phase, time.Since(begin).Round(time.Millisecond), claim, got)
+	if len(got) != 1 || !strings.HasSuffix(got[0], "/"+dev.Name) {
+		t.Errorf("claim %s allocated %v; want the device %s", claim, got, dev.Name)
+	}
+	c.checkProbeLog(t, "devprobe-dra", devE, 0)
+
+	// Unplug: the driver taints the device NoExecute; Kubernetes evicts.
+	if err := hotRemove(devE); err != nil {
+		t.Fatal(err)
+	}
+	c.forgetZram(devE)
+	begin = time.Now()
+	var taint resourcev1.DeviceTaint
+	c.poll(t, "a NoExecute taint on "+dev.Name, func() (bool, string) {
+		l, err := c.cs.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range l.Items {
+			for _, d := range s.Spec.Devices {
+				if s.Spec.Driver == draDriver && d.Name == dev.Name {
+					for _, tn := range d.Taints {
+						if tn.Effect == resourcev1.DeviceTaintEffectNoExecute {
+							taint = tn
+							return true, ""
+						}
+					}
+					return false, fmt.Sprintf("taints %v", d.Taints)
+				}
+			}
+		}
+		return false, "device gone from the slices"
+	})
+	t.Logf("API: after hot_remove: device %s taint %s=%s:%s %s later", dev.Name, taint.Key, taint.Value, taint.Effect, time.Since(begin).Round(time.Millisecond))
+	var reason string
+	c.poll(t, "pod devprobe-dra evicted", func() (bool, string) {
+		p, err := c.cs.CoreV1().Pods("default").Get(ctx, "devprobe-dra", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			reason = "deleted"
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, cd := range p.Status.Conditions {
+			if cd.Type == corev1.DisruptionTarget && cd.Status == corev1.ConditionTrue {
+				reason = fmt.Sprintf("DisruptionTarget reason=%s message=%q, deletionTimestamp set=%v", cd.Reason, cd.Message, p.DeletionTimestamp != nil)
+				return p.DeletionTimestamp != nil, ""
+			}
+		}
+		return false, podState(p)
+	})
+	t.Logf("API: pod default/devprobe-dra evicted: %s, %s after the unplug", reason, time.Since(begin).Round(time.Millisecond))
+}
+
+func strAttr(d resourcev1.Device, name string) string {
+	if a, ok := d.Attributes[resourcev1.QualifiedName(draDriver+"/"+name)]; ok && a.StringValue != nil {
+		return *a.StringValue
+	}
+	return ""
+}
+
+// setRules replaces the rules in the manifest's ConfigMap.
+func setRules(objs []*unstructured.Unstructured, rules string) error {
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && o.GetName() == sdmName {
+			return unstructured.SetNestedField(o.Object, rules, "data", "conf.yaml")
+		}
+	}
+	return fmt.Errorf("no ConfigMap %s in the manifest", sdmName)
+}
