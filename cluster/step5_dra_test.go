@@ -98,7 +98,7 @@ func (c *cluster) stepDRA(t *testing.T) {
 			}
 			for _, d := range s.Spec.Devices {
 				seen = append(seen, d.Name)
-				if a, ok := d.Attributes[draDriver+"/path"]; ok && a.StringValue != nil && *a.StringValue == path {
+				if strAttr(d, "path") == path {
 					dev, slice = d, s.Name
 					return true, ""
 				}
@@ -202,9 +202,13 @@ func (c *cluster) stepDRA(t *testing.T) {
 	t.Logf("API: pod default/devprobe-dra evicted: %s, %s after the unplug", reason, time.Since(begin).Round(time.Millisecond))
 }
 
+// strAttr is a string attribute in the driver's domain, which a slice may
+// spell without the domain (the API's shorthand) or with it.
 func strAttr(d resourcev1.Device, name string) string {
-	if a, ok := d.Attributes[resourcev1.QualifiedName(draDriver+"/"+name)]; ok && a.StringValue != nil {
-		return *a.StringValue
+	for _, k := range []string{name, draDriver + "/" + name} {
+		if a, ok := d.Attributes[resourcev1.QualifiedName(k)]; ok && a.StringValue != nil {
+			return *a.StringValue
+		}
 	}
 	return ""
 }
