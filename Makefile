@@ -131,7 +131,7 @@ e2e-cluster: deps
 		{ [ -x bin/kustomize ] || nice -n 19 $(GO) build -C tools/kustomize -o $(CURDIR)/bin/kustomize sigs.k8s.io/kustomize/kustomize/v5; } && \
 		bin=$$(nice -n 19 bash scripts/cluster-build.sh | tail -n 1) && \
 		cd cluster && nice -n 19 $(GO) vet ./... && \
-		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestCluster$$' .; \
+		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -race -v -count=1 -timeout 45m -run '^TestCluster$$' .; \
 	fi
 
 # What packaging/ ships: every manifest decoded strictly into the API types,

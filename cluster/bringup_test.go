@@ -38,6 +38,8 @@ const (
 	// The cgroup the kubelet makes for pods under every v1 hierarchy (its
 	// cgroupRoot is /): removed at teardown.
 	podCgroup = "kubepods"
+	// The file that marks kubeletDir as the suite's while it runs.
+	kubeletMark = ".sdm-cluster"
 	// The kubernetes Service's address (the first of the service range).
 	serviceIP = "10.96.0.1"
 )
@@ -91,7 +93,8 @@ func skipUnlessCapable(t *testing.T) {
 	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
 		t.Skip("cluster suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
 	}
-	if ents, err := os.ReadDir(filepath.Join(kubeletDir, "pods")); err == nil && len(ents) > 0 {
+	_, ours := os.Stat(filepath.Join(kubeletDir, kubeletMark))
+	if ents, err := os.ReadDir(filepath.Join(kubeletDir, "pods")); err == nil && len(ents) > 0 && ours != nil {
 		t.Skipf("cluster suite: %s/pods is not empty: another kubelet's state; the suite will not touch it", kubeletDir)
 	}
 }
@@ -101,7 +104,11 @@ func up(t *testing.T) *cluster {
 	skipUnlessCapable(t)
 	c := &cluster{t: t, bin: binDir(t)}
 	t.Cleanup(c.down)
-	// A run killed before its teardown leaves state behind: clear it first.
+	// A run killed before its teardown leaves state behind: clear it first
+	// (and the kubelet directory, if that run made it).
+	if _, err := os.Stat(filepath.Join(kubeletDir, kubeletMark)); err == nil {
+		c.madeKubeletDir = true
+	}
 	c.clearState()
 	for _, d := range []string{baseDir, runDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -110,6 +117,15 @@ func up(t *testing.T) *cluster {
 	}
 	if _, err := os.Stat(kubeletDir); errors.Is(err, os.ErrNotExist) {
 		c.madeKubeletDir = true
+	}
+	// Marks the kubelet directory as the suite's until teardown: a run
+	// killed before it leaves pods there, which the next run clears
+	// instead of taking them for another kubelet's.
+	if err := os.MkdirAll(kubeletDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kubeletDir, kubeletMark), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	// The manifests' hostPath volumes of type DirectoryOrCreate make these
 	// when missing; teardown removes the ones it made, if left empty.
@@ -634,6 +650,7 @@ func (c *cluster) clearState() {
 		}
 		// The device plugin directory: the kubelet's socket and checkpoint.
 		_ = os.RemoveAll(filepath.Join(kubeletDir, "device-plugins"))
+		_ = os.Remove(filepath.Join(kubeletDir, kubeletMark))
 	}
 }
 
