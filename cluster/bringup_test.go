@@ -110,6 +110,8 @@ func up(t *testing.T) *cluster {
 		c.madeKubeletDir = true
 	}
 	c.clearState()
+	removeStaleZram()
+	restoreSysctls()
 	for _, d := range []string{baseDir, runDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -472,10 +474,17 @@ var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel
 
 func (c *cluster) startKubelet() error {
 	c.sysctls = map[string]string{}
+	var saved strings.Builder
 	for _, k := range kubeletSysctls {
 		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
 			c.sysctls[k] = strings.TrimSpace(string(b))
+			fmt.Fprintf(&saved, "%s %s\n", k, c.sysctls[k])
 		}
+	}
+	// Kept outside baseDir too: a run killed before its teardown leaves
+	// them to the next run (restoreSysctls).
+	if err := os.WriteFile(sysctlState, []byte(saved.String()), 0o644); err != nil {
+		return err
 	}
 	port, err := freePort()
 	if err != nil {
@@ -603,6 +612,9 @@ func (c *cluster) down() {
 			c.t.Logf("cluster: restore %s=%s: %v", k, v, err)
 		}
 	}
+	if c.sysctls != nil {
+		_ = os.Remove(sysctlState)
+	}
 	for _, d := range c.madeDirs {
 		_ = os.Remove(d) // only if empty: someone else may use it now
 	}
@@ -612,8 +624,11 @@ func (c *cluster) down() {
 		}
 	}
 	for _, n := range c.zram {
-		hotRemove(n)
+		if err := hotRemove(n); err != nil {
+			c.t.Log(err)
+		}
 	}
+	_ = os.Remove(zramState)
 }
 
 // clearState removes what the cluster leaves on the machine once its
@@ -719,6 +734,53 @@ func removeCgroups(name string) {
 			_ = syscall.Rmdir(dirs[i])
 		}
 	}
+}
+
+// zramState lists the zram devices the suite has added and not removed,
+// outside baseDir (which teardown removes first): a run killed before its
+// teardown leaves them to the next run's clearState.
+const zramState = "/var/lib/sdm-cluster.zram"
+
+func (c *cluster) saveZram() {
+	var b strings.Builder
+	for _, n := range c.zram {
+		fmt.Fprintf(&b, "%d\n", n)
+	}
+	if err := os.WriteFile(zramState, []byte(b.String()), 0o644); err != nil {
+		c.t.Logf("cluster: %v", err)
+	}
+}
+
+// sysctlState holds the kernel settings as they were before the kubelet
+// started, until teardown has put them back.
+const sysctlState = "/var/lib/sdm-cluster.sysctl"
+
+// restoreSysctls puts back what a killed run's kubelet changed.
+func restoreSysctls() {
+	b, err := os.ReadFile(sysctlState)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && !strings.Contains(k, "..") {
+			_ = os.WriteFile("/proc/sys/"+k, []byte(v), 0o644)
+		}
+	}
+	_ = os.Remove(sysctlState)
+}
+
+// removeStaleZram removes the zram devices a killed run added.
+func removeStaleZram() {
+	b, err := os.ReadFile(zramState)
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			_ = hotRemove(n)
+		}
+	}
+	_ = os.Remove(zramState)
 }
 
 // hotAdd adds a zram device and returns its number.

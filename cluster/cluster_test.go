@@ -306,6 +306,7 @@ func (c *cluster) hotAdd(t *testing.T) int {
 		t.Fatal(err)
 	}
 	c.zram = append(c.zram, n)
+	c.saveZram()
 	return n
 }
 
@@ -313,6 +314,7 @@ func (c *cluster) forgetZram(n int) {
 	for i, z := range c.zram {
 		if z == n {
 			c.zram = append(c.zram[:i], c.zram[i+1:]...)
+			c.saveZram()
 			return
 		}
 	}
