@@ -67,7 +67,7 @@ type socket struct {
 	mu       sync.Mutex
 	conns    map[*sockConn]struct{} // nil once closed
 	live     int                    // connections gRPC has not closed yet
-	gone     chan struct{}          // closed when live drops to 0 after close
+	gone     chan struct{}          // made by close, closed when live is 0
 	calls    int                    // calls in progress
 	stopping bool                   // no new calls
 	drained  chan struct{}          // closed once stopping with no calls in progress
@@ -229,7 +229,7 @@ func (h *hub) accept(fd int32, conns []net.Conn) []net.Conn {
 func (sock *socket) track(c net.Conn) *sockConn {
 	sock.mu.Lock()
 	defer sock.mu.Unlock()
-	if sock.conns == nil { // closed
+	if sock.stopping { // taking no new connection
 		c.Close()
 		return nil
 	}
@@ -275,11 +275,21 @@ func (sock *socket) leave() {
 	}
 }
 
+// flushWait bounds how long a stop waits, once no call is in progress,
+// for gRPC to write what the calls left behind (ListAndWatch's last
+// message and the end of its stream, which gRPC writes after the call has
+// returned) before the connections are cut. The kubelet closes its
+// connection as soon as its ListAndWatch stream has ended, which ends the
+// wait at once.
+const flushWait = 20 * time.Millisecond
+
 // close stops the socket much as grpc.Server.GracefulStop stops a server:
-// no new connections or calls, the calls in progress may finish within
+// no new connections or calls; the calls in progress may finish within
 // grace (ListAndWatch ends when the server's done channel closes, which
-// the caller has done), then every connection is closed. Unlike
-// GracefulStop it does not wait for a client to close an idle connection.
+// the caller has done), and their last frames be written (flushWait) or
+// the client close its connections; then what is left is cut. Unlike
+// GracefulStop it does not wait the whole grace for a client that keeps
+// an idle connection open.
 func (sock *socket) close(grace time.Duration) {
 	sock.h.remove(sock)
 	sock.mu.Lock()
@@ -288,20 +298,26 @@ func (sock *socket) close(grace time.Duration) {
 	if sock.calls == 0 {
 		close(sock.drained)
 	}
+	sock.gone = make(chan struct{})
+	if sock.live == 0 {
+		close(sock.gone)
+	}
 	sock.mu.Unlock()
 	t := time.NewTimer(grace)
 	select {
 	case <-sock.drained:
+		f := time.NewTimer(flushWait)
+		select {
+		case <-sock.gone:
+		case <-f.C:
+		}
+		f.Stop()
 	case <-t.C:
 	}
 	t.Stop()
 	sock.mu.Lock()
 	conns := sock.conns
 	sock.conns = nil
-	sock.gone = make(chan struct{})
-	if sock.live == 0 {
-		close(sock.gone)
-	}
 	sock.mu.Unlock()
 	for c := range conns {
 		c.Conn.Close()
