@@ -18,10 +18,6 @@ import (
 	"k8s.io/client-go/restmapper"
 )
 
-// terminationMessagePath is where the daemon's container gets the
-// kubelet's termination message file: anywhere but the read-only /dev.
-const terminationMessagePath = "/termination-log"
-
 // readManifest decodes every object of a multi-document YAML file.
 func readManifest(path string) ([]*unstructured.Unstructured, error) {
 	b, err := os.ReadFile(path)
@@ -96,14 +92,6 @@ func forCluster(objs []*unstructured.Unstructured, image, extraRule string) erro
 				ct := cs[i].(map[string]any)
 				ct["image"] = image
 				ct["imagePullPolicy"] = "Never"
-				// The shipped manifest mounts the host's /dev read-only at
-				// /dev, where the kubelet's default termination message
-				// file (/dev/termination-log) cannot be created: runc
-				// fails the container (EROFS). Until packaging/ sets a
-				// path of its own, the suite sets one.
-				if _, ok := ct["terminationMessagePath"]; !ok {
-					ct["terminationMessagePath"] = terminationMessagePath
-				}
 			}
 			if err := unstructured.SetNestedSlice(o.Object, cs, "spec", "template", "spec", "containers"); err != nil {
 				return fmt.Errorf("DaemonSet %s: %w", o.GetName(), err)

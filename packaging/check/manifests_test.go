@@ -190,6 +190,18 @@ func checkDaemonSet(t *testing.T, what string, ds *appsv1.DaemonSet) {
 			t.Errorf("%s: mount of %s missing or readOnly != %v", what, path, ro)
 		}
 	}
+	// The kubelet bind-mounts its termination message file at this path;
+	// under a read-only mount (the host's /dev) runc cannot create it and
+	// the container never starts (found by the cluster suite).
+	tmp := c.TerminationMessagePath
+	if tmp == "" {
+		tmp = v1.TerminationMessagePathDefault
+	}
+	for path, m := range mounts {
+		if m.ReadOnly && (tmp == path || strings.HasPrefix(tmp, strings.TrimSuffix(path, "/")+"/")) {
+			t.Errorf("%s: terminationMessagePath %s lies under the read-only mount %s", what, tmp, path)
+		}
+	}
 	var metricsPort int32
 	for _, p := range c.Ports {
 		if p.Name == "metrics" {
