@@ -256,7 +256,7 @@ func (d *daemon) onEvent(ev hotplug.Event) {
 	if !ev.Lost {
 		st.Events.Add(1)
 	}
-	if !ev.Relevant() || backingDev(ev) {
+	if !ev.Relevant() {
 		st.Ignored.Add(1)
 		return
 	}
@@ -272,17 +272,6 @@ func (d *daemon) onEvent(ev hotplug.Event) {
 		d.log.Debug().Str("source", ev.Source.String()).Msg(msg)
 	}
 	signal(d.wake)
-}
-
-// backingDev reports a block device's bdi (its writeback state, under
-// /devices/virtual/bdi): it has no node and nothing of it is read. Its add
-// and remove come just before the block device's own uevent, whose node is
-// not made yet (add) or not gone yet (remove), so a rescan for it is one
-// for nothing, and one the block device's rescan waits behind: at 1,000
-// resources, a whole reconcile added to the latency of every block
-// device's hotplug.
-func backingDev(ev hotplug.Event) bool {
-	return ev.Subsystem == "bdi" && ev.DevName == "" && !ev.Lost
 }
 
 func (d *daemon) loop(ctx context.Context) {

@@ -60,10 +60,18 @@ type Event struct {
 // Relevant reports whether the event is worth a rescan of /dev: events were
 // lost or the socket was (re)connected, the event names a device node, or a
 // device appeared, disappeared or moved. A change event for a device without a node (a power supply, a bdi)
-// is not relevant.
+// is not relevant, nor is anything of a block device's bdi (its writeback
+// state): it has no node and nothing of it is read, and its add and remove
+// come just before the block device's own uevent, whose node is not made
+// yet (add) or not gone yet (remove). A rescan for it finds nothing and
+// delays the block device's own: at 1,000 resources a whole reconcile
+// added to every block device's hotplug.
 func (e Event) Relevant() bool {
 	if e.Lost || e.Connected || e.DevName != "" {
 		return true
+	}
+	if e.Subsystem == "bdi" {
+		return false
 	}
 	switch e.Action {
 	case "add", "remove", "move":

@@ -307,6 +307,8 @@ func TestEventRelevant(t *testing.T) {
 		{Event{Action: "change", DevName: "ttyS0"}, true},
 		{Event{Action: "bind", DevName: "bus/usb/001/002"}, true},
 		{Event{Action: "change", DevPath: "/devices/virtual/power_supply/BAT0"}, false},
+		{Event{Action: "add", Subsystem: "bdi", DevPath: "/devices/virtual/bdi/253:1"}, false},
+		{Event{Action: "remove", Subsystem: "bdi", DevPath: "/devices/virtual/bdi/253:1"}, false},
 		{Event{Action: "bind"}, false},
 		{Event{}, false},
 	}
