@@ -13,6 +13,10 @@ type Stats struct {
 	Resources   atomic.Int64  // plugin servers running now
 	Ignored     atomic.Uint64 // uevents that asked for nothing (no node, no add/remove)
 	Errors      atomic.Uint64 // failures logged as errors: device root unreadable, reload failed, CDI spec not written
+	// Dropped counts uevent messages thrown away unread: from an untrusted
+	// sender (a forgery) or unparsable. The event source adds to it, not
+	// the daemon: pass &Stats.Dropped as hotplug.MonitorOptions.Dropped.
+	Dropped atomic.Uint64
 
 	// Reloads counts reads of the rule file (SIGHUP, or a change the
 	// watch saw); ReloadsUnchanged, those that found what the previous one
@@ -32,6 +36,7 @@ func (s *Stats) Snapshot() map[string]any {
 		"resources":         s.Resources.Load(),
 		"ignored":           s.Ignored.Load(),
 		"errors":            s.Errors.Load(),
+		"dropped":           s.Dropped.Load(),
 		"reloads":           s.Reloads.Load(),
 		"reloads_unchanged": s.ReloadsUnchanged.Load(),
 		"reload_failures":   s.ReloadFailures.Load(),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/pilebones/go-udev/netlink"
@@ -39,6 +40,11 @@ type MonitorOptions struct {
 	// MinBackoff and MaxBackoff bound the exponential delay between
 	// reconnect attempts after a socket error.
 	MinBackoff, MaxBackoff time.Duration
+	// Dropped, when set, counts the messages read and thrown away: from a
+	// sender that is not trusted (see Run) or unparsable. The kernel and
+	// udevd send neither, so a count that grows means someone on the host
+	// sends forged uevents.
+	Dropped *atomic.Uint64
 }
 
 // Monitor listens for uevents on a NETLINK_KOBJECT_UEVENT socket.
@@ -71,9 +77,15 @@ func NewMonitor(opts MonitorOptions) *Monitor {
 // tells a caller that listening has begun), and Event{Lost: true} on
 // ENOBUFS (the receive buffer overflowed, reading goes on), on a truncated
 // message, and on any other socket error, after which Run closes the
-// socket and reconnects with exponential backoff. Unparsable messages are logged at debug and dropped,
-// as are messages on the kernel group whose sender is not the kernel
-// (port id 0), which only a userspace spoofer would send.
+// socket and reconnects with exponential backoff.
+//
+// Senders are checked as libudev's device monitor checks them (systemd's
+// sd-device/device-monitor.c): a unicast message is dropped (the kernel and
+// udevd only multicast), a kernel-group message must come from port id 0
+// (the kernel), and a udev-group message must carry SCM_CREDENTIALS with
+// uid 0 (udevd runs as root). Those dropped, and unparsable messages, are
+// logged at debug and counted in MonitorOptions.Dropped; they never reach
+// notify.
 //
 // Run returns nil once ctx is done, promptly even while blocked in a read;
 // it returns an error only for invalid arguments.
@@ -138,6 +150,12 @@ func (m *Monitor) connect(src Source) (*os.File, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
+	// The kernel attaches the sender's credentials to each message only
+	// when asked; the udev group is trusted on them (see checkSender).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("set SO_PASSCRED: %w", err)
+	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, m.opts.RcvBuf); err != nil {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, m.opts.RcvBuf); err != nil {
 			_ = c.Close()
@@ -166,16 +184,23 @@ func (m *Monitor) read(ctx context.Context, f *os.File, src Source, notify func(
 		return false, fmt.Errorf("syscall conn: %w", err)
 	}
 	buf := make([]byte, MaxMessageSize)
+	// Room for one SCM_CREDENTIALS message, the only one SO_PASSCRED adds.
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	drop := func() {
+		if m.opts.Dropped != nil {
+			m.opts.Dropped.Add(1)
+		}
+	}
 	read := false
 	for {
 		var (
-			n, flags int
-			from     unix.Sockaddr
-			rerr     error
+			n, oobn, flags int
+			from           unix.Sockaddr
+			rerr           error
 		)
 		err := rc.Read(func(fd uintptr) bool {
 			for {
-				n, _, flags, from, rerr = unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
+				n, oobn, flags, from, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
 				if rerr != unix.EINTR {
 					return rerr != unix.EAGAIN // false: wait for readiness
 				}
@@ -192,12 +217,11 @@ func (m *Monitor) read(ctx context.Context, f *os.File, src Source, notify func(
 			return read, fmt.Errorf("recvmsg: %w", rerr)
 		}
 		read = true
-		var port uint32
-		if sa, ok := from.(*unix.SockaddrNetlink); ok {
-			port = sa.Pid
-		}
-		if src == SourceKernel && port != 0 {
-			log.Debug().Uint32("port", port).Msg("uevent not from the kernel dropped")
+		// Before anything else: an untrusted sender's message, truncated
+		// or not, must cost nothing but this check.
+		if serr := checkSender(src, from, oob[:oobn], flags); serr != nil {
+			log.Debug().Err(serr).Stringer("source", src).Msg("uevent dropped: untrusted sender")
+			drop()
 			continue
 		}
 		if flags&unix.MSG_TRUNC != 0 {
@@ -207,7 +231,8 @@ func (m *Monitor) read(ctx context.Context, f *os.File, src Source, notify func(
 		}
 		ev, perr := ParseEvent(buf[:n])
 		if perr != nil {
-			log.Debug().Err(perr).Uint32("port", port).Msg("uevent dropped")
+			log.Debug().Err(perr).Msg("uevent dropped")
+			drop()
 			continue
 		}
 		ev.Source = src
@@ -215,4 +240,66 @@ func (m *Monitor) read(ctx context.Context, f *os.File, src Source, notify func(
 			Str("devname", ev.DevName).Str("seqnum", ev.Seqnum).Stringer("source", src).Msg("uevent")
 		notify(ev)
 	}
+}
+
+// checkSender returns why a message received on the src group from the
+// address from, with control messages oob, must be dropped, or nil. It
+// follows libudev (sd-device/device-monitor.c, device_monitor_receive_device)
+// but trusts no unicast sender, as we have none to trust.
+//
+// Only a process with CAP_NET_ADMIN in the host network namespace can send to
+// a uevent socket at all (the kernel refuses others with EPERM), but that
+// includes a non-root container with hostNetwork and NET_ADMIN: the
+// credentials the kernel attaches say which uid sent, and only a sender that
+// may change its uid (root) can claim 0.
+func checkSender(src Source, from unix.Sockaddr, oob []byte, flags int) error {
+	sa, ok := from.(*unix.SockaddrNetlink)
+	if !ok {
+		return fmt.Errorf("sender address %T is not netlink", from)
+	}
+	// The kernel and udevd multicast to their group; the source address
+	// says to which (group n is mask 1<<(n-1): 1 and 2 alike), 0 if unicast.
+	if sa.Groups != uint32(src) {
+		if sa.Groups == 0 {
+			return fmt.Errorf("unicast message from port %d", sa.Pid)
+		}
+		return fmt.Errorf("message for group mask %#x from port %d", sa.Groups, sa.Pid)
+	}
+	if src == SourceKernel {
+		// No userspace socket has port id 0 (binding to 0 autobinds),
+		// so this is the kernel.
+		if sa.Pid != 0 {
+			return fmt.Errorf("kernel-group message from port %d, not the kernel", sa.Pid)
+		}
+		return nil
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		return fmt.Errorf("control messages truncated, from port %d", sa.Pid)
+	}
+	cred, err := credentials(oob)
+	if err != nil {
+		return fmt.Errorf("from port %d: %w", sa.Pid, err)
+	}
+	if cred.Uid != 0 {
+		return fmt.Errorf("sender uid=%d pid=%d port %d, not root", cred.Uid, cred.Pid, sa.Pid)
+	}
+	return nil
+}
+
+// credentials returns the SCM_CREDENTIALS in oob.
+func credentials(oob []byte) (*unix.Ucred, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("control messages: %w", err)
+	}
+	for _, msg := range msgs {
+		if msg.Header.Level == unix.SOL_SOCKET && msg.Header.Type == unix.SCM_CREDENTIALS {
+			cred, err := unix.ParseUnixCredentials(&msg)
+			if err != nil {
+				return nil, fmt.Errorf("sender credentials: %w", err)
+			}
+			return cred, nil
+		}
+	}
+	return nil, errors.New("no sender credentials")
 }
