@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -319,6 +320,10 @@ func TestEventRelevant(t *testing.T) {
 	}
 }
 
+// FuzzParseEvent feeds ParseEvent arbitrary messages, as a forger on the
+// netlink socket could. An accepted event must be made of the input's own
+// bytes and say the same whichever framing carried it: the same properties
+// in the other format parse to the same event.
 func FuzzParseEvent(f *testing.F) {
 	entries, err := os.ReadDir("testdata")
 	if err != nil {
@@ -337,16 +342,82 @@ func FuzzParseEvent(f *testing.F) {
 			}
 			return
 		}
-		if ev.Action == "" || ev.DevPath == "" || ev.Subsystem == "" {
-			t.Fatalf("accepted event without required fields: %+v", ev)
+		checkParsed(t, raw, ev)
+		// The same properties in the other framing.
+		props := maps.Clone(ev.Env)
+		props["ACTION"], props["DEVPATH"] = ev.Action, ev.DevPath
+		other := encodeUdev(props)
+		if ev.Source == SourceUdev {
+			if strings.Contains(ev.Action, "@") {
+				return // a kernel header cannot carry it: "action@devpath"
+			}
+			other = encodeKernel(ev.Action, ev.DevPath, props)
 		}
-		if strings.HasPrefix(ev.DevName, "/dev/") || ev.Lost {
-			t.Fatalf("bad event: %+v", ev)
+		ev2, err := ParseEvent(other)
+		if err != nil {
+			t.Fatalf("%v event %+v re-encoded as %q: %v", ev.Source, ev, other, err)
 		}
-		if ev.Env["SUBSYSTEM"] != ev.Subsystem || ev.Env["SEQNUM"] != ev.Seqnum {
-			t.Fatalf("fields disagree with Env: %+v", ev)
+		checkParsed(t, other, ev2)
+		want := ev
+		want.Env, want.Source = props, ev2.Source
+		if d := diffEvent(want, ev2); d != "" {
+			t.Fatalf("the other framing parses differently (-%v +%v):\n%s", ev.Source, ev2.Source, d)
 		}
 	})
+}
+
+// checkParsed checks what holds for every event ParseEvent accepts from raw.
+func checkParsed(t *testing.T, raw []byte, ev Event) {
+	t.Helper()
+	if ev.Action == "" || ev.DevPath == "" || ev.Subsystem == "" {
+		t.Fatalf("accepted event without required fields: %+v", ev)
+	}
+	if ev.Lost || ev.Connected {
+		t.Fatalf("a message parsed as a notice: %+v", ev)
+	}
+	if want := map[bool]Source{true: SourceUdev, false: SourceKernel}[bytes.HasPrefix(raw, []byte(libudevPrefix))]; ev.Source != want {
+		t.Fatalf("Source %v, want %v from the framing", ev.Source, want)
+	}
+	if ev.DevName != strings.TrimPrefix(ev.Env["DEVNAME"], "/dev/") || strings.HasPrefix(ev.DevName, "/dev/") {
+		t.Fatalf("DevName %q from DEVNAME=%q", ev.DevName, ev.Env["DEVNAME"])
+	}
+	if ev.Env["SUBSYSTEM"] != ev.Subsystem || ev.Env["SEQNUM"] != ev.Seqnum {
+		t.Fatalf("fields disagree with Env: %+v", ev)
+	}
+	for key, field := range map[string]string{"ACTION": ev.Action, "DEVPATH": ev.DevPath} {
+		if v, ok := ev.Env[key]; (ok || ev.Source == SourceUdev) && v != field {
+			t.Fatalf("%s=%q (present %v), field %q", key, v, ok, field)
+		}
+	}
+	// Every property is a KEY=VALUE of the input, and the header's fields
+	// come from it too.
+	for k, v := range ev.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") || !bytes.Contains(raw, []byte(k+"="+v)) {
+			t.Fatalf("property %q=%q is not in the input", k, v)
+		}
+	}
+	if !bytes.Contains(raw, []byte(ev.Action)) || !bytes.Contains(raw, []byte(ev.DevPath)) {
+		t.Fatalf("action %q or devpath %q is not in the input", ev.Action, ev.DevPath)
+	}
+}
+
+// encodeKernel frames props as the kernel does: "action@devpath\0" then
+// KEY=VALUE\0 each, in key order.
+func encodeKernel(action, devpath string, props map[string]string) []byte {
+	raw := []byte(action + "@" + devpath + "\x00")
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		raw = append(append(raw, k+"="+props[k]...), 0)
+	}
+	return raw
+}
+
+// encodeUdev frames props as udevd does, behind a libudev header.
+func encodeUdev(props map[string]string) []byte {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		kv = append(kv, k+"="+props[k])
+	}
+	return udevMsg(kv...)
 }
 
 func BenchmarkParseEvent(b *testing.B) {
