@@ -2,7 +2,9 @@ package conf
 
 import (
 	"fmt"
+	"io/fs"
 	"regexp/syntax"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -12,7 +14,8 @@ import (
 // beginning of every matching path, and so of the derived name. Anything
 // less certain is let through; Resolve still skips an invalid name with a
 // warning. named rules take their name from the rule, so only the
-// empty-path check applies to them.
+// empty-path check and the check for a path outside the device root
+// apply to them.
 func neverNamed(src string, named bool) string {
 	re, err := syntax.Parse(src, syntax.Perl) // the flags regexp.Compile uses
 	if err != nil {
@@ -27,6 +30,12 @@ func neverNamed(src string, named bool) string {
 			return "matches only the empty path, which no device has"
 		}
 		return ""
+	}
+	if outsideRoot(prefix, complete) {
+		// Matching is on the scan's paths, which are relative and
+		// clean: such a rule matches nothing, whatever its author meant.
+		return fmt.Sprintf("every matching path starts with %q, which is not a path below the device root; "+
+			"match is tested against paths relative to it (ttyUSB0, snd/controlC0), never absolute or with . or ..", prefix)
 	}
 	if named {
 		return ""
@@ -70,4 +79,23 @@ func anchoredLiteral(re *syntax.Regexp) (prefix string, anchored, complete bool)
 		complete = complete && subs[i].Op == syntax.OpEndText
 	}
 	return string(lit), true, complete
+}
+
+// outsideRoot reports whether a path that begins with prefix (and is
+// exactly prefix when complete) cannot be one below the device root: it is
+// absolute, or an element it fixes is empty, "." or "..". The last element
+// of an incomplete prefix is not fixed yet (".." may go on as "..x").
+func outsideRoot(prefix string, complete bool) bool {
+	if strings.HasPrefix(prefix, "/") {
+		return true
+	}
+	fixed := prefix
+	if !complete {
+		i := strings.LastIndexByte(prefix, '/')
+		if i < 0 {
+			return false
+		}
+		fixed = prefix[:i]
+	}
+	return fixed == "." || !fs.ValidPath(fixed)
 }

@@ -286,7 +286,7 @@ func TestParseErrors(t *testing.T) {
 				`a.yaml:3: rules[0].match: every matching path starts with "_x", giving a resource name that starts with "_"; names must start with a letter or digit`,
 				`a.yaml:4: rules[1].match: every matching path starts with "-", giving a resource name that starts with "-"; names must start with a letter or digit`,
 				`a.yaml:5: rules[2].match: matches only the empty path, which no device has`,
-				`a.yaml:6: rules[3].match: every matching path starts with "/dev", giving a resource name that starts with "_"; names must start with a letter or digit`,
+				`a.yaml:6: rules[3].match: every matching path starts with "/dev", which is not a path below the device root; match is tested against paths relative to it (ttyUSB0, snd/controlC0), never absolute or with . or ..`,
 				`a.yaml:7: rules[4].match: matches only "tty_", giving resource name "tty_" that ends with "_"; names must end with a letter or digit`,
 				`a.yaml:8: rules[5].match: every matching path is at least 64 characters long; resource names are at most 63`,
 				`a.yaml:10: rules[7].match: matches only the empty path, which no device has`,
