@@ -16,7 +16,9 @@
 // the device state again with ScanDev. A lost burst (ENOBUFS), a malformed or
 // spoofed message, or a difference between kernel and udev properties then
 // costs nothing. A Lost event that is also Connected says the socket has
-// just been bound: from then on no event is missed.
+// just been bound: from then on no event is missed. Even so, the Monitor
+// believes only the senders libudev believes (the kernel on group 1, root on
+// group 2, nobody by unicast), so a forger cannot make it wake anyone.
 //
 // The package knows nothing of configuration rules or of the kubelet; it
 // neither filters devices by name nor keeps any device state of its own.
