@@ -13,11 +13,15 @@ import (
 	"time"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/internal/httpserve"
 )
 
 // debugHandler serves pprof and the daemon's counters (--debug-addr).
 // It is off by default: it is for finding out why a figure is poor, and the
-// benchmarks read Go heap figures from it.
+// benchmarks read Go heap figures from it. Serve it on a loopback address
+// only (the daemon warns otherwise): a client can run profiles. A profile
+// or trace runs at most maxProfile, ends when its client goes away, and
+// streams to the client as it goes (nothing is held whole in memory).
 //
 // The profiles are served straight from runtime/pprof and runtime/trace at
 // net/http/pprof's paths (go tool pprof http://ADDR/debug/pprof/heap), with
@@ -38,20 +42,24 @@ func debugHandler(stats *daemon.Stats) http.Handler {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			fmt.Fprint(w, strings.Join(os.Args, "\x00"))
 		case "profile":
+			d := seconds(r, 30)
+			extendWrite(w, d)
 			w.Header().Set("Content-Type", "application/octet-stream")
 			if err := pprof.StartCPUProfile(w); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			sleep(r, seconds(r, 30))
+			sleep(r, d)
 			pprof.StopCPUProfile()
 		case "trace":
+			d := seconds(r, 1)
+			extendWrite(w, d)
 			w.Header().Set("Content-Type", "application/octet-stream")
 			if err := trace.Start(w); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			sleep(r, seconds(r, 1))
+			sleep(r, d)
 			trace.Stop()
 		default:
 			p := pprof.Lookup(name)
@@ -88,13 +96,23 @@ func debugHandler(stats *daemon.Stats) http.Handler {
 	return mux
 }
 
-// seconds is the request's ?seconds=, or def.
+// maxProfile caps a profile's or trace's ?seconds=.
+const maxProfile = 60 * time.Second
+
+// seconds is the request's ?seconds=, or def, at most maxProfile.
 func seconds(r *http.Request, def float64) time.Duration {
 	s, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64)
-	if err != nil || s <= 0 {
+	if err != nil || !(s > 0) { // NaN too
 		s = def
 	}
-	return time.Duration(s * float64(time.Second))
+	return min(time.Duration(min(s, maxProfile.Seconds())*float64(time.Second)), maxProfile)
+}
+
+// extendWrite lets a response that runs d be written for d plus the
+// server's usual bound (httpserve.DefaultWriteTimeout). (The read deadline
+// need not move: net/http clears it while it waits for the client to go.)
+func extendWrite(w http.ResponseWriter, d time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + httpserve.DefaultWriteTimeout))
 }
 
 // sleep waits for d or until the client goes away.

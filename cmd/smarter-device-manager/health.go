@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"slices"
@@ -75,21 +76,34 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 	return mux
 }
 
-// serveHTTP serves h on addr (plain HTTP/1.1, see httpserve) until stop
-// is called; stop shuts the server down (in-flight requests get 2 s) and
-// waits for it.
-func serveHTTP(addr string, h http.Handler, what string, log zerolog.Logger) (stop func(), err error) {
+// serveHTTP serves h on addr with net/http's server, its limits set (see
+// httpserve), until stop is called; stop shuts the server down (in-flight
+// requests get 2 s) and waits for it. loopbackOnly warns when addr is
+// reachable from other hosts.
+func serveHTTP(addr string, h http.Handler, what string, loopbackOnly bool, log zerolog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := httpserve.Serve(ln, h, func(p any) {
-		log.Error().Str("panic", fmt.Sprint(p)).Msg(what + ": a request's handler panicked")
-	})
+	// net/http's own errors (an accept error it retries, a handler's
+	// panic) go to the daemon's log.
+	errLog := stdlog.New(logWriter{log.With().Str("server", what).Logger()}, "", 0)
+	srv := httpserve.Serve(ln, h, httpserve.Options{ErrorLog: errLog})
 	log.Info().Str("addr", ln.Addr().String()).Msg(what + " listening")
+	if a, ok := ln.Addr().(*net.TCPAddr); loopbackOnly && ok && !a.IP.IsLoopback() {
+		log.Warn().Str("addr", ln.Addr().String()).Msg(what + " reachable from other hosts: serve it on a loopback address (127.0.0.1:6060), it lets a client run profiles")
+	}
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Close(ctx)
 	}, nil
+}
+
+// logWriter turns a standard logger's lines into zerolog events.
+type logWriter struct{ log zerolog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -259,16 +259,17 @@ func run(args []string, stderr io.Writer) int {
 	stats := new(daemon.Stats)
 	probe := daemon.NewProbe()
 	for _, srv := range []struct {
-		addr, what string
-		h          func() http.Handler // built only when served
+		addr, what   string
+		h            func() http.Handler // built only when served
+		loopbackOnly bool
 	}{
-		{f.metricsAddr, "health endpoints (/metrics, /healthz, /readyz)", func() http.Handler { return healthHandler(stats, probe, f.require) }},
-		{f.debugAddr, "debug endpoints (pprof, /debug/vars)", func() http.Handler { return debugHandler(stats) }},
+		{f.metricsAddr, "health endpoints (/metrics, /healthz, /readyz)", func() http.Handler { return healthHandler(stats, probe, f.require) }, false},
+		{f.debugAddr, "debug endpoints (pprof, /debug/vars)", func() http.Handler { return debugHandler(stats) }, true},
 	} {
 		if srv.addr == "" {
 			continue
 		}
-		stop, err := serveHTTP(srv.addr, srv.h(), srv.what, log)
+		stop, err := serveHTTP(srv.addr, srv.h(), srv.what, srv.loopbackOnly, log)
 		if err != nil {
 			fmt.Fprintf(stderr, "smarter-device-manager: %s: %v\n", srv.what, err)
 			return exitUsage
@@ -289,7 +290,7 @@ func run(args []string, stderr io.Writer) int {
 		Prefix:      f.prefix,
 		RemoveAfter: f.removeAfter,
 		Resync:      f.resync,
-		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log}),
+		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log, Dropped: &stats.Dropped}),
 		Logger:      log,
 		Stats:       stats,
 		Probe:       probe,

@@ -1,184 +1,212 @@
-// Package httpserve serves an http.Handler over plain HTTP/1.1, one request
-// per connection, for the daemon's small local endpoints (/metrics,
-// /healthz, /readyz, pprof).
+// Package httpserve serves the daemon's HTTP endpoints (/metrics, /healthz,
+// /readyz on the host network; pprof on --debug-addr) with net/http's own
+// server, its limits set, behind a listener that bounds how many
+// connections are held at once without starving the probes.
 //
-// net/http's Server cannot be linked without the TLS stack (its connection
-// handler completes TLS handshakes): crypto/tls, x509 and their ciphers
-// were 1.3 MiB of the daemon's 11 MiB binary, for endpoints that are never
-// served over TLS. This server keeps net/http's request parser
-// (http.ReadRequest), its handlers and ServeMux, and writes the response
-// itself: status line, headers with Content-Length and Connection: close,
-// then the body, which the handler's writes buffer. What it leaves out:
-// keep-alive, streamed (chunked) responses, request bodies beyond what a
-// handler reads, HTTP/2, TLS.
+// What a stranger on the network can cost is bounded by net/http:
+// MaxHeaderBytes (a longer request line or header block gets 431),
+// ReadHeaderTimeout and ReadTimeout (a slow sender is cut), WriteTimeout (a
+// client that does not read is cut), IdleTimeout (a kept-alive connection
+// is closed). And by this package: at most Options.MaxConns connections
+// are held; one more evicts the connection that has waited longest
+// without a request being handled (a slowloris or an idle one), so a new
+// connection, such as the kubelet's liveness probe, is always served.
+// (golang.org/x/net/netutil.LimitListener would instead leave the probe in
+// the kernel's accept queue behind the attacker's connections.)
+//
+// It does not authenticate: the endpoints say nothing secret, and the
+// kubelet's probes carry no credentials.
 package httpserve
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
+	"log"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
+// Defaults for [Options]' zero fields, and the server's fixed limits.
 const (
-	// headerTimeout bounds reading a request, as net/http's
-	// ReadHeaderTimeout did.
-	headerTimeout = 5 * time.Second
-	// writeTimeout bounds writing a response.
-	writeTimeout = 10 * time.Second
-	// maxConns bounds the connections served at once; more wait to be
-	// accepted.
-	maxConns = 16
+	// DefaultMaxConns is the connection budget: at ~15 KiB per connection
+	// held (net/http's goroutine, read and write buffers) about 4 MiB.
+	DefaultMaxConns = 256
+	// DefaultWriteTimeout bounds writing a response; a handler that needs
+	// longer (a CPU profile) extends it with http.ResponseController.
+	DefaultWriteTimeout = 10 * time.Second
+
+	// readHeaderTimeout bounds reading a request's header, readTimeout
+	// the whole request: the endpoints take no body.
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	// idleTimeout closes a kept-alive connection (a Prometheus scraping
+	// every 15-60 s keeps its connection; the kubelet's probes do not).
+	idleTimeout = 60 * time.Second
+	// maxHeaderBytes bounds a request's line and header: a scrape or a
+	// probe sends a few hundred bytes. net/http answers 431 past it.
+	maxHeaderBytes = 8 << 10
 )
 
-// Server serves one listener.
-type Server struct {
-	ln      net.Listener
-	h       http.Handler
-	onPanic func(any)
-	ctx     context.Context // ends when Close is called: handlers see it
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+// Options configure [Serve].
+type Options struct {
+	// MaxConns is the connection budget; zero means DefaultMaxConns,
+	// lowered to a quarter of the process's file-descriptor limit so
+	// that HTTP alone can never exhaust it.
+	MaxConns int
+	// WriteTimeout; zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// ErrorLog receives net/http's own errors: accept errors (retried),
+	// a handler's panic (the connection is closed).
+	ErrorLog *log.Logger
 }
 
-// Serve serves h on ln in its own goroutines until Close. onPanic, when
-// not nil, is told of a handler's panic (the request gets a 500).
-func Serve(ln net.Listener, h http.Handler, onPanic func(any)) *Server {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, h: h, onPanic: onPanic, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
-	s.wg.Go(s.accept)
+// Server is a running server.
+type Server struct {
+	srv  *http.Server
+	ln   *Listener
+	done chan struct{}
+}
+
+// Serve serves h on ln until Close.
+func Serve(ln net.Listener, h http.Handler, o Options) *Server {
+	if o.MaxConns <= 0 {
+		o.MaxConns = min(DefaultMaxConns, fdBudget())
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	l := NewListener(ln, o.MaxConns)
+	s := &Server{
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			WriteTimeout:      o.WriteTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          o.ErrorLog,
+			ConnState:         l.ConnState,
+		},
+		ln:   l,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		// Returns http.ErrServerClosed after Close.
+		_ = s.srv.Serve(l)
+	}()
 	return s
 }
 
-func (s *Server) accept() {
-	sem := make(chan struct{}, maxConns)
-	for {
-		sem <- struct{}{}
-		c, err := s.ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				<-sem
-				continue
-			}
-			return // closed
-		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Go(func() {
-			defer func() { <-sem }()
-			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			c.Close()
-		})
-	}
-}
-
 // Close stops accepting, gives the requests being handled until ctx ends,
-// then closes their connections, and waits for every goroutine.
+// then closes every connection, and waits for the server's goroutine.
 func (s *Server) Close(ctx context.Context) {
-	s.ln.Close()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		s.cancel()
-		return
-	case <-ctx.Done():
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
 	}
-	s.cancel()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	<-done
+	<-s.done
 }
 
-// serve reads one request from c and writes its response.
-func (s *Server) serve(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(headerTimeout))
-	req, err := http.ReadRequest(bufio.NewReader(c))
+// fdBudget is a quarter of the file-descriptor limit.
+func fdBudget() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return DefaultMaxConns
+	}
+	return int(min(rl.Cur/4, DefaultMaxConns))
+}
+
+// Listener holds at most a budget of connections: accepting one more
+// closes the connection that has waited longest without a request in a
+// handler (http.StateNew or http.StateIdle), or failing that, the one
+// whose request has been in a handler longest. Its ConnState must be the
+// http.Server's ConnState hook: that is how it learns a connection's state.
+type Listener struct {
+	net.Listener
+	max int
+
+	mu    sync.Mutex
+	conns map[net.Conn]*connEntry
+	// Evicted counts connections closed to make room.
+	evicted uint64
+}
+
+type connEntry struct {
+	state http.ConnState
+	since time.Time // when it entered state
+}
+
+// NewListener wraps ln with a budget of max connections.
+func NewListener(ln net.Listener, max int) *Listener {
+	return &Listener{Listener: ln, max: max, conns: make(map[net.Conn]*connEntry)}
+}
+
+// Accept accepts a connection, evicting one held if the budget is spent.
+// When the process is out of file descriptors, a held connection is
+// evicted too, so that the next accept can succeed; the error still goes
+// to http.Server, which logs it and retries with a backoff.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
 	if err != nil {
-		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
-		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			l.mu.Lock()
+			l.evictLocked()
+			l.mu.Unlock()
+		}
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) >= l.max {
+		l.evictLocked()
+	}
+	l.conns[c] = &connEntry{state: http.StateNew, since: time.Now()}
+	return c, nil
+}
+
+// evictLocked closes the connection that has waited longest for a
+// request, else the longest in a handler. (A hijacked connection is not
+// the server's any more: ConnState forgets it.)
+func (l *Listener) evictLocked() {
+	var victim net.Conn
+	var ve *connEntry
+	for c, e := range l.conns {
+		if ve == nil || waiting(e.state) && !waiting(ve.state) ||
+			waiting(e.state) == waiting(ve.state) && e.since.Before(ve.since) {
+			victim, ve = c, e
+		}
+	}
+	if victim == nil {
 		return
 	}
-	req.RemoteAddr = c.RemoteAddr().String()
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	resp := &response{header: http.Header{}}
-	s.handle(resp, req.WithContext(ctx))
-	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_ = resp.writeTo(c, req.Method == http.MethodHead)
+	delete(l.conns, victim)
+	l.evicted++
+	// The server sees the read fail and ends the connection's goroutine.
+	_ = victim.Close()
 }
 
-// handle runs the handler, turning a panic into a 500.
-func (s *Server) handle(resp *response, req *http.Request) {
-	defer func() {
-		if p := recover(); p != nil {
-			if s.onPanic != nil {
-				s.onPanic(p)
-			}
-			*resp = response{header: http.Header{}}
-			http.Error(resp, "internal error", http.StatusInternalServerError)
+func waiting(s http.ConnState) bool { return s == http.StateNew || s == http.StateIdle }
+
+// ConnState is the http.Server hook that tracks each connection's state.
+func (l *Listener) ConnState(c net.Conn, s http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(l.conns, c)
+	default:
+		if e, ok := l.conns[c]; ok && e.state != s {
+			e.state, e.since = s, time.Now()
 		}
-	}()
-	s.h.ServeHTTP(resp, req)
-}
-
-// response buffers what a handler writes.
-type response struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (r *response) Header() http.Header { return r.header }
-
-func (r *response) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
 	}
 }
 
-func (r *response) Write(p []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	return r.body.Write(p)
-}
-
-// writeTo writes the response as HTTP/1.1; head leaves the body out.
-func (r *response) writeTo(c net.Conn, head bool) error {
-	r.WriteHeader(http.StatusOK)
-	h := r.header
-	if h.Get("Content-Type") == "" && r.body.Len() > 0 {
-		h.Set("Content-Type", http.DetectContentType(r.body.Bytes()))
-	}
-	h.Set("Content-Length", strconv.Itoa(r.body.Len()))
-	h.Set("Connection", "close")
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	w := bufio.NewWriter(c)
-	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\n", r.status, http.StatusText(r.status))
-	if err := h.Write(w); err != nil {
-		return err
-	}
-	_, _ = w.WriteString("\r\n")
-	if !head {
-		_, _ = w.Write(r.body.Bytes())
-	}
-	return w.Flush()
+// Stats returns the connections held and those evicted so far.
+func (l *Listener) Stats() (held int, evicted uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns), l.evicted
 }
