@@ -51,6 +51,10 @@ type Options struct {
 	// default /var/run/cdi.
 	CDIDir string
 	Logger zerolog.Logger
+	// Stats, when set, counts in Errors each failure the driver logs as
+	// an error and goes on after (a claim not prepared, a checkpoint
+	// moved aside), as the daemon counts its own; nil: not counted.
+	Stats *daemon.Stats
 	// PluginOptions are passed to kubeletplugin.Start after the driver's
 	// own, so they win: tests and the e2e suite set listeners there, or
 	// turn services off.
@@ -103,6 +107,9 @@ func New(opts Options) (*Driver, error) {
 		if *def.field == "" {
 			*def.field = def.value
 		}
+	}
+	if opts.Stats == nil {
+		opts.Stats = new(daemon.Stats)
 	}
 	d := &Driver{
 		opts:    opts,
@@ -186,6 +193,7 @@ func (d *Driver) watchRegistration(ctx context.Context, req any, _ *grpc.UnarySe
 		if d.registered.Swap(st.PluginRegistered) != st.PluginRegistered || !st.PluginRegistered {
 			ev := d.log.Info()
 			if !st.PluginRegistered {
+				d.opts.Stats.Errors.Add(1)
 				ev = d.log.Error().Str("error", st.Error)
 			}
 			ev.Bool("registered", st.PluginRegistered).Msg("kubelet registration")
@@ -198,6 +206,7 @@ func (d *Driver) watchRegistration(ctx context.Context, req any, _ *grpc.UnarySe
 // gRPC server); a fatal one stops Run (kubeletplugin.DRAPlugin).
 func (d *Driver) HandleError(_ context.Context, err error, msg string) {
 	if errors.Is(err, kubeletplugin.ErrRecoverable) {
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Msg(msg)
 		return
 	}

@@ -80,6 +80,7 @@ type harness struct {
 	dir    string // the plugin, registry and CDI directories are below it
 	events *fakeEvents
 	probe  *daemon.Probe
+	stats  *daemon.Stats // the driver's
 	drv    *Driver
 	log    *testutil.SyncBuffer
 	cancel context.CancelFunc
@@ -95,7 +96,7 @@ type harnessOpts struct {
 func newHarness(t *testing.T, m *hwfixture.Machine, rules string, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, m: m, client: o.client, dir: o.dir, events: &fakeEvents{ch: make(chan hotplug.Event)},
-		probe: daemon.NewProbe(), log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
+		probe: daemon.NewProbe(), stats: new(daemon.Stats), log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	if h.client == nil {
 		h.client = fakeAPI()
 	}
@@ -104,7 +105,7 @@ func newHarness(t *testing.T, m *hwfixture.Machine, rules string, o harnessOpts)
 	}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.log)).Level(zerolog.DebugLevel)
 	var err error
-	h.drv, err = New(Options{DriverName: testDriver, NodeName: testNode, Client: h.client, Logger: log,
+	h.drv, err = New(Options{DriverName: testDriver, NodeName: testNode, Client: h.client, Logger: log, Stats: h.stats,
 		RegistryDir: filepath.Join(h.dir, "reg"), PluginDir: filepath.Join(h.dir, "plugin"), CDIDir: filepath.Join(h.dir, "cdi")})
 	if err != nil {
 		t.Fatal(err)

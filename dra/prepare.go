@@ -37,6 +37,7 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 		return p.result()
 	}
 	fail := func(err error) kubeletplugin.PrepareResult {
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot prepare claim")
 		return kubeletplugin.PrepareResult{Err: err}
 	}
@@ -104,6 +105,7 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 func (d *Driver) unprepare(c kubeletplugin.NamespacedObject) error {
 	label := claimLabel(c.Namespace, c.Name, c.UID)
 	if err := d.removeSpec(c.UID); err != nil {
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot unprepare claim")
 		return err
 	}
@@ -111,6 +113,7 @@ func (d *Driver) unprepare(c kubeletplugin.NamespacedObject) error {
 		return nil
 	}
 	if err := d.claims.remove(c.UID); err != nil {
+		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot unprepare claim")
 		return err
 	}
