@@ -11,15 +11,37 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
 )
 
+// checkClaimUID refuses a claim UID that could not safely name a file:
+// it becomes part of the CDI spec's file name and of the CDI device
+// names. The API server gives every object an RFC 4122 UUID in
+// lower-case canonical form (hex digits and '-', 36 characters), which
+// is a DNS-1123 label; any such label is accepted (1 to 63 of a-z, 0-9
+// and '-', alphanumeric at both ends), so it has no '/', '.', NUL or
+// upper case and cannot leave the CDI directory, while the hand-made
+// UIDs of tests still work. The check is on every path a UID comes in
+// by: prepare, unprepare (the kubelet's word only) and the checkpoint.
+func checkClaimUID(namespace, name string, uid types.UID) error {
+	if len(validation.IsDNS1123Label(string(uid))) == 0 {
+		return nil
+	}
+	shown := fmt.Sprintf("%q", uid)
+	if len(uid) > 80 { // a log line, not a dump
+		shown = fmt.Sprintf("%q... (%d bytes)", uid[:64], len(uid))
+	}
+	return fmt.Errorf("claim %s/%s: UID %s is not a Kubernetes UID (a DNS label: 1-63 of a-z, 0-9 and '-'); nothing written", namespace, name, shown)
+}
+
 // SpecFile is where the CDI spec of a prepared claim lives: named by the
 // claim's UID, which is never reused, so no runtime's cache of specs can
-// hand a new claim an old one's devices.
+// hand a new claim an old one's devices. The UID must have passed
+// checkClaimUID.
 func (d *Driver) SpecFile(claim types.UID) string {
 	return filepath.Join(d.opts.CDIDir, strings.ReplaceAll(d.cdiKind, "/", "_")+"_"+string(claim)+".json")
 }
@@ -32,14 +54,19 @@ func (d *Driver) SpecFile(claim types.UID) string {
 // as many other claims as its count fails the claim, and the kubelet
 // tries again later.
 func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResult {
-	label := claimLabel(c.Namespace, c.Name, c.UID)
-	if p, ok := d.claims.get(c.UID); ok {
-		return p.result()
+	if err := checkClaimUID(c.Namespace, c.Name, c.UID); err != nil {
+		d.opts.Stats.Errors.Add(1)
+		d.log.Error().Err(err).Msg("cannot prepare claim") // the error names the claim, the UID shortened
+		return kubeletplugin.PrepareResult{Err: err}
 	}
+	label := claimLabel(c.Namespace, c.Name, c.UID)
 	fail := func(err error) kubeletplugin.PrepareResult {
 		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot prepare claim")
 		return kubeletplugin.PrepareResult{Err: err}
+	}
+	if p, ok := d.claims.get(c.UID); ok {
+		return p.result()
 	}
 	d.mu.Lock()
 	devices := d.devices // replaced at each Update, never changed: safe to read unlocked
@@ -103,7 +130,14 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 // unprepare removes a claim's CDI spec and forgets it; a claim not
 // prepared (or unprepared already) is no error.
 func (d *Driver) unprepare(c kubeletplugin.NamespacedObject) error {
+	if err := checkClaimUID(c.Namespace, c.Name, c.UID); err != nil {
+		d.opts.Stats.Errors.Add(1)
+		d.log.Error().Err(err).Msg("cannot unprepare claim")
+		return err
+	}
 	label := claimLabel(c.Namespace, c.Name, c.UID)
+	// The spec goes whether or not the store knows the claim: a
+	// checkpoint moved aside (checkpoint.go) forgot it, not the spec.
 	if err := d.removeSpec(c.UID); err != nil {
 		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot unprepare claim")
