@@ -76,6 +76,7 @@ func writeMetrics(ctx context.Context, w *promtext.Writer, stats *daemon.Stats, 
 	w.One(ns+"rescans_total", promtext.Counter, "Reads of the device state (bursts of uevents coalesce into few).", float64(stats.Rescans.Load()))
 	perResource("resource_registered", promtext.Gauge, "1 while the resource's server is registered with the kubelet.",
 		func(st daemon.ResourceStatus) float64 { return b2f(st.Registered) })
+	w.One(ns+"uevents_dropped_total", promtext.Counter, "Uevent messages thrown away unread: not from the kernel or root's udevd (a forgery), or unparsable.", float64(stats.Dropped.Load()))
 	w.One(ns+"uevents_ignored_total", promtext.Counter, "Uevents that asked for no rescan (no device node, not an add or remove).", float64(stats.Ignored.Load()))
 	w.One(ns+"uevents_lost_total", promtext.Counter, "Times uevents may have been lost (receive buffer overflow, reconnect): each causes a rescan.", float64(stats.Lost.Load()))
 	w.One(ns+"uevents_total", promtext.Counter, "Uevents received from netlink.", float64(stats.Events.Load()))
