@@ -48,7 +48,11 @@ func (n *node) startDaemon() {
 	// attempts, calls from the kubelet): the tests read them, not its log.
 	args := append([]string{"--plugin-dir", n.dir, "--config", n.rules, "--uevent-source", "kernel",
 		"--log-level", "debug", "--resync", "1h", "--metrics-addr", "127.0.0.1:0"}, n.daemonArgs...)
-	p.cmd = exec.Command(daemonBinary, args...)
+	bin := daemonBinary
+	if n.daemonBin != "" {
+		bin = n.daemonBin
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = log
 	p.cmd.Stderr = log
 	if err := p.cmd.Start(); err != nil {

@@ -150,6 +150,8 @@ type node struct {
 	pods    podList
 	kubelet *devicemanager.ManagerImpl // nil while stopped
 	daemon  *daemonProc                // nil until started
+	// daemonBin is the daemon binary to run; empty: daemonBinary.
+	daemonBin string
 	// daemonArgs are added to the daemon's command line (a later flag
 	// overrides an earlier one).
 	daemonArgs []string
