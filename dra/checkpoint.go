@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
@@ -18,7 +19,7 @@ import (
 // checkpointFile holds the prepared claims, in Options.PluginDir.
 const checkpointFile = "prepared-claims.json"
 
-// checkpointVersion is the checkpoint's format; another is refused.
+// checkpointVersion is the checkpoint's format; another is moved aside.
 const checkpointVersion = 1
 
 // checkpoint is what survives a restart: each prepared claim and what
@@ -71,7 +72,16 @@ func newClaimStore(file string) *claimStore {
 	return &claimStore{file: file, claims: map[types.UID]preparedClaim{}}
 }
 
-// load reads the checkpoint; a missing one is an empty set.
+// load reads the checkpoint; a missing one is an empty set. One this
+// version cannot use (cut short, garbage, another shape, another
+// version, a claim UID that could not name a file) is moved aside to
+// <file>.corrupt-<unix seconds>, kept for a person to read (a newer
+// version's file, after a downgrade, too: it is unreadable here, and
+// the first write would replace it anyway), and the set starts empty:
+// the error is then a *corruptCheckpointError, and the driver goes on.
+// That costs little: the kubelet prepares its claims again, which
+// rebuilds them, and unprepare removes a claim's spec by its UID alone.
+// Until then a device held by a forgotten claim counts one holder less.
 func (s *claimStore) load() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -82,19 +92,54 @@ func (s *claimStore) load() error {
 	if err != nil {
 		return fmt.Errorf("prepared claims: %w", err)
 	}
+	claims, err := parseCheckpoint(data)
+	if err == nil {
+		s.claims = claims
+		return nil
+	}
+	moved := fmt.Sprintf("%s.corrupt-%d", s.file, time.Now().Unix())
+	if rerr := os.Rename(s.file, moved); rerr != nil {
+		return fmt.Errorf("prepared claims %s: %w; cannot move it aside: %w", s.file, err, rerr)
+	}
+	// It names others' claims: only root reads it, as the original.
+	// Should this fail, the rename did not, and the file is set aside.
+	_ = os.Chmod(moved, 0o600)
+	s.claims = map[types.UID]preparedClaim{}
+	return &corruptCheckpointError{file: s.file, moved: moved, err: err}
+}
+
+// parseCheckpoint decodes a checkpoint of this version, refusing a claim
+// UID that could not name a file.
+func parseCheckpoint(data []byte) (map[types.UID]preparedClaim, error) {
 	var cp checkpoint
 	if err := json.Unmarshal(data, &cp); err != nil {
-		return fmt.Errorf("prepared claims %s: %w", s.file, err)
+		return nil, err
 	}
 	if cp.Version != checkpointVersion {
-		return fmt.Errorf("prepared claims %s: version %d, want %d", s.file, cp.Version, checkpointVersion)
+		return nil, fmt.Errorf("version %d, this driver reads %d", cp.Version, checkpointVersion)
 	}
-	s.claims = cp.Claims
-	if s.claims == nil {
-		s.claims = map[types.UID]preparedClaim{}
+	for uid, c := range cp.Claims {
+		if err := checkClaimUID(c.Namespace, c.Name, uid); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	if cp.Claims == nil {
+		cp.Claims = map[types.UID]preparedClaim{}
+	}
+	return cp.Claims, nil
 }
+
+// corruptCheckpointError is a checkpoint load moved aside.
+type corruptCheckpointError struct {
+	file, moved string
+	err         error // why it is unusable
+}
+
+func (e *corruptCheckpointError) Error() string {
+	return fmt.Sprintf("prepared claims %s: %v; moved aside to %s, starting with none (the kubelet prepares its claims again)", e.file, e.err, e.moved)
+}
+
+func (e *corruptCheckpointError) Unwrap() error { return e.err }
 
 // get returns a prepared claim.
 func (s *claimStore) get(uid types.UID) (preparedClaim, bool) {

@@ -135,7 +135,14 @@ func (d *Driver) Run(ctx context.Context) error {
 			return fmt.Errorf("DRA: %w", err)
 		}
 	}
-	if err := d.claims.load(); err != nil {
+	var corrupt *corruptCheckpointError
+	switch err := d.claims.load(); {
+	case errors.As(err, &corrupt):
+		// Not fatal: a driver that stopped here would only restart into
+		// the same file; the kubelet's calls rebuild what was in it.
+		d.opts.Stats.Errors.Add(1)
+		d.log.Error().Err(err).Str("file", corrupt.file).Str("moved_to", corrupt.moved).Msg("prepared claims unreadable; starting with none")
+	case err != nil:
 		return fmt.Errorf("DRA: %w", err)
 	}
 	ctx = klog.NewContext(ctx, NewLogr(d.log))
