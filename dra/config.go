@@ -3,7 +3,9 @@ package dra
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"regexp"
@@ -56,17 +58,28 @@ func (d *Driver) owner(c *resourceapi.ResourceClaim, request string, rule conf.O
 		if len(cfg.Requests) > 0 && !slices.Contains(cfg.Requests, request) && !slices.Contains(cfg.Requests, resourceclaim.BaseRequestRef(request)) {
 			continue
 		}
-		var dc DeviceConfig
-		dec := json.NewDecoder(bytes.NewReader(cfg.Opaque.Parameters.Raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&dc); err != nil {
-			return o, fmt.Errorf("%s config: %w", cfg.Source, err)
-		}
-		if err := dc.apply(d.opts.DriverName, &o); err != nil {
+		if err := applyConfig(d.opts.DriverName, cfg.Opaque.Parameters.Raw, &o); err != nil {
 			return o, fmt.Errorf("%s config: %w", cfg.Source, err)
 		}
 	}
 	return o, nil
+}
+
+// applyConfig decodes one opaque config of the driver's, strictly (an
+// unknown field, or anything after the object, is an error), and sets
+// what it says on o. The bytes are the claim author's, checked by the
+// API server only as JSON of at most 10 KiB.
+func applyConfig(driver string, raw []byte, o *conf.Owner) error {
+	var dc DeviceConfig
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&dc); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("data after the config object")
+	}
+	return dc.apply(driver, o)
 }
 
 // apply sets what the config says on o, after checking it.
