@@ -26,6 +26,8 @@
 //     claim's opaque DeviceConfig; unprepare removes it; both idempotent;
 //   - checkpoint (checkpoint.go): the prepared claims, in the plugin's
 //     directory, so unprepare and a repeated prepare work after a restart;
+//     one it cannot read is moved aside and the driver starts without it;
+//   - claim UIDs name files: any not a DNS label is refused (prepare.go);
 //   - health (health.go): WatchHealthStatus streams each device's health
 //     to the kubelet, which shows it in the pod's status.
 //
