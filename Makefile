@@ -154,6 +154,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseYAML$$' -fuzztime=$(FUZZTIME) ./conf
 	$(GO) test -run='^$$' -fuzz='^FuzzParseTOML$$' -fuzztime=$(FUZZTIME) ./conf
 	$(GO) test -run='^$$' -fuzz='^FuzzParseEvent$$' -fuzztime=$(FUZZTIME) ./hotplug
+	$(GO) test -run='^$$' -fuzz='^FuzzDeviceConfig$$' -fuzztime=$(FUZZTIME) ./dra
+	$(GO) test -run='^$$' -fuzz='^FuzzCheckpoint$$' -fuzztime=$(FUZZTIME) ./dra
 
 # Measures hotplug latency, start-up, footprint, idle CPU and a uevent storm
 # on this machine and writes BENCHMARKS.md (as root: zram, tmpfs, netlink).

@@ -197,9 +197,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
 		return exitUsage
 	}
+	stats := new(daemon.Stats)
 	var output daemon.Output // nil: the device plugin
 	if f.mode == modeDRA {
-		if output, err = draOutput(f, args, log); err != nil {
+		if output, err = draOutput(f, args, stats, log); err != nil {
 			fmt.Fprintf(stderr, "smarter-device-manager: %v\n", err)
 			return exitError
 		}
@@ -256,7 +257,6 @@ func run(args []string, stderr io.Writer) int {
 	log.Info().Str("rules", rules.String()).Str("rules_from", rules.why).Int("count", len(cfg.Rules)).Str("dev_root", f.devRoot).
 		Str("plugin_dir", f.pluginDir).Str("uevent_source", effective.String()).Str("mode", f.mode).Msg("starting smarter-device-manager")
 
-	stats := new(daemon.Stats)
 	probe := daemon.NewProbe()
 	for _, srv := range []struct {
 		addr, what   string

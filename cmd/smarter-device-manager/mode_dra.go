@@ -46,8 +46,9 @@ const defaultMode = modeDRA
 
 // draOutput builds the DRA driver from the flags: the API server from
 // --kubeconfig or the pod's service account, the node from --node-name,
-// the kubelet's plugin directories below --kubelet-dir.
-func draOutput(f *flags, _ []string, log zerolog.Logger) (daemon.Output, error) {
+// the kubelet's plugin directories below --kubelet-dir. The driver counts
+// the errors it logs into stats.
+func draOutput(f *flags, _ []string, stats *daemon.Stats, log zerolog.Logger) (daemon.Output, error) {
 	// client-go and the kubelet plugin helper log through klog: into
 	// this process's log, at its level. (klog's logger is process-wide,
 	// so only the command sets it.)
@@ -77,5 +78,6 @@ func draOutput(f *flags, _ []string, log zerolog.Logger) (daemon.Output, error) 
 		PluginDir:   filepath.Join(f.kubeletDir, "plugins", f.driverName),
 		CDIDir:      f.cdiDir,
 		Logger:      log,
+		Stats:       stats,
 	})
 }

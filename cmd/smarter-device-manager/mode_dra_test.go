@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/smarter-project/smarter-device-manager/daemon"
 	"github.com/smarter-project/smarter-device-manager/dra"
 )
 
@@ -33,7 +34,7 @@ func TestDRAOutputFromFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := draOutput(f, nil, zerolog.Nop())
+	out, err := draOutput(f, nil, new(daemon.Stats), zerolog.Nop())
 	if _, ok := out.(*dra.Driver); err != nil || !ok {
 		t.Errorf("draOutput: %T, %v; want a *dra.Driver", out, err)
 	}
@@ -46,7 +47,7 @@ func TestDRAOutputFromFlags(t *testing.T) {
 	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a pod
 	f.kubeconfig = ""
-	if _, err := draOutput(f, nil, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
+	if _, err := draOutput(f, nil, new(daemon.Stats), zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "--kubeconfig") {
 		t.Errorf("no kubeconfig outside a pod: %v; want an error naming --kubeconfig", err)
 	}
 }

@@ -20,7 +20,7 @@ const defaultMode = modeDevicePlugin
 // replaces this process with it, with the same arguments and environment,
 // so one flag (--mode=dra, or SMARTER_DEVICE_MANAGER_MODE=dra) switches a
 // DaemonSet or a systemd unit. It returns only when it cannot.
-func draOutput(_ *flags, args []string, log zerolog.Logger) (daemon.Output, error) {
+func draOutput(_ *flags, args []string, _ *daemon.Stats, log zerolog.Logger) (daemon.Output, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("DRA mode: finding %s: %w", draBinary, err)
