@@ -466,3 +466,38 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse)
 }
+
+// Another client opens ListAndWatch streams of its own and ends them while
+// the kubelet's stream stays open: that is no sign the kubelet went, and
+// must not make the server register again (a kubelet still connected
+// refuses it: "device plugin already connected").
+func TestForeignStreamsEndingKeepTheRegistration(t *testing.T) {
+	_, k, srv := startRegistered(t, ttySnapshot(plugin.Device{ID: "0", Healthy: true}))
+	conn, err := grpc.NewClient("unix:"+srv.SocketPath(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		stream, err := pluginapi.NewDevicePluginClient(conn).ListAndWatch(ctx, &pluginapi.Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		waitStatus(t, srv.Server, "the foreign stream ended", func(st plugin.Status) bool { return st.Streams == 1 })
+	}
+	// A re-registration would follow within a millisecond or so (the
+	// minimum backoff): a quarter second without one is telling.
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	if err := k.Wait(ctx, func() bool { return k.Attempts(resourceName) > 1 }); err == nil {
+		t.Fatalf("registered again (%d attempts) after another client's streams ended", k.Attempts(resourceName))
+	}
+	if st, _ := srv.Status(); !st.Registered || st.Registrations != 1 {
+		t.Errorf("status after another client's streams ended: %+v; want registered once", st)
+	}
+}

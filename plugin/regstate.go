@@ -29,8 +29,9 @@ type regState struct {
 	attempts, registrations int
 	epoch                   uint64 // registrations sent; a stream belongs to one
 	lastStream              uint64 // id of the most recently opened stream
-	streamLost              bool   // the kubelet ended the newest stream of this epoch
+	streamLost              bool   // the kubelet ended the last open stream of this epoch
 	streams                 int    // open now
+	epochStreams            int    // open now, of this epoch
 }
 
 func newRegState(minBackoff, maxBackoff time.Duration) regState {
@@ -92,6 +93,7 @@ func (r *regState) next(present func() bool) (step, time.Duration) {
 func (r *regState) sending() {
 	r.epoch++
 	r.streamLost = false
+	r.epochStreams = 0
 }
 
 // failed records a failed registration and returns the delay before the
@@ -151,19 +153,29 @@ func (r *regState) openStream() (id, epoch uint64) {
 	r.lastStream++
 	r.streamLost = false
 	r.streams++
+	r.epochStreams++
 	return r.lastStream, r.epoch
 }
 
 // closeStream records the end of a stream and reports whether it means the
-// kubelet has most likely gone: the kubelet ended the newest stream of the
-// current registration (a closed stream is how we see it stop). Streams of
-// older registrations end when the kubelet replaces an endpoint; they are
-// not a sign of anything, nor is a stream we ended ourselves.
-func (r *regState) closeStream(id, epoch uint64, byKubelet bool) (lost bool) {
-	lost = byKubelet && id == r.lastStream && epoch == r.epoch
+// kubelet has most likely gone: the client ended the last open stream of
+// the current registration (a closed stream is how we see it stop).
+// Streams of older registrations end when the kubelet replaces an
+// endpoint; they are not a sign of anything, nor is a stream we ended
+// ourselves, nor one that ends while another of this registration is still
+// open: another root client of the socket can open and end a stream of its
+// own at will, and the kubelet's, still open, says it has not gone. (With
+// "the newest stream" as the rule, that made us register again, which a
+// kubelet still connected refuses: "device plugin already connected".)
+func (r *regState) closeStream(_, epoch uint64, byKubelet bool) (lost bool) {
+	r.streams--
+	if epoch != r.epoch {
+		return false
+	}
+	r.epochStreams--
+	lost = byKubelet && r.epochStreams == 0
 	if lost {
 		r.streamLost = true
 	}
-	r.streams--
 	return lost
 }

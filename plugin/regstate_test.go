@@ -226,6 +226,17 @@ func TestRegStateCloseStream(t *testing.T) {
 			r.openStream()
 			return r.closeStream(id, ep, true)
 		}, false, 1},
+		{"another client's newer stream ended while the kubelet's is open", func(r *regState) bool {
+			r.openStream() // the kubelet's
+			id, ep := r.openStream()
+			return r.closeStream(id, ep, true)
+		}, false, 1},
+		{"the last open stream ended, an older one", func(r *regState) bool {
+			id, ep := r.openStream()
+			id2, ep2 := r.openStream()
+			r.closeStream(id2, ep2, true)
+			return r.closeStream(id, ep, true)
+		}, true, 0},
 		{"the stream of an older registration ended", func(r *regState) bool {
 			id, ep := r.openStream()
 			r.sending() // a new registration replaces the endpoint
