@@ -33,9 +33,9 @@ import (
 // resource's socket against the real daemon and the real kubelet device
 // manager: hundreds of connections a round (the socket serves 8, closes
 // the rest at once), garbage instead of HTTP/2, headers that do not
-// decode, requests over the 1 MiB bound, and ListAndWatch streams that are
-// never read; while a zram device is hot-added and removed, and the new
-// resource's socket is flooded the same way.
+// decode, requests over the 1 MiB bound, ListAndWatch streams that are
+// never read and others opened and ended; the zram resource's socket is
+// flooded the same way while its device is removed and added again.
 
 // sockFloodHWMBound is the most the flood may raise the peak memory
 // (VmHWM) of a daemon built as a release is (no race detector). Measured:
@@ -48,8 +48,8 @@ const sockFloodHWMBound = 16 << 20
 // sockFloodRaceHWMBound is the bound for a daemon built with the race
 // detector, whose shadow memory grows with every goroutine and object it
 // tracks (no plateau): measured +25 to +32 MiB after 20 rounds, +37 after
-// 60. A
-// leak of 16 KiB per refused connection (4,000 of them) would exceed it.
+// 60. A leak of 16 KiB per refused connection (4,000 of them) would
+// exceed it.
 const sockFloodRaceHWMBound = 64 << 20
 
 // floodRounds is how many rounds each flood runs (about 100 ms each).
