@@ -18,10 +18,10 @@
 // (Server, Status, Update, Run), serve.go (the registration loop's I/O),
 // regstate.go (the registration state and its transitions, no I/O),
 // instance.go (one serving round's socket), service.go (the gRPC handlers),
-// registrar.go, hub.go, listener.go, watch.go and fanout.go (what the
-// servers of one kubelet share: the registration connection, one gRPC
-// server for every socket and the bounds on what a client can cost, the
-// sockets' listeners, the directory watch, its fan-out).
+// registrar.go, hub.go, listener.go, codec.go, watch.go and fanout.go
+// (what the servers of one kubelet share: the registration connection, one
+// gRPC server for every socket and the bounds on what a client can cost,
+// the sockets' listeners, the codec, the directory watch, its fan-out).
 //
 // Kubelet contract facts this package is built around
 // (k8s.io/kubernetes pkg/kubelet/cm/devicemanager):
