@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -187,50 +185,9 @@ func livenessProbe(addr string) (time.Duration, error) {
 	return time.Since(began), nil
 }
 
-// status reads a "kB" field of /proc/PID/status, in bytes.
-func (tg *target) status(field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tg.pid))
-	if err != nil {
-		tg.n.t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				tg.n.t.Fatalf("%s: %v", line, err)
-			}
-			return kb << 10
-		}
-	}
-	tg.n.t.Fatalf("no %s in /proc/%d/status", field, tg.pid)
-	return 0
-}
-
-func (tg *target) fdCount() int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", tg.pid))
-	if err != nil {
-		tg.n.t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// goroutines is the daemon's own go_goroutines, less the scrape's.
-func (tg *target) goroutines() int {
-	resp, err := http.Get("http://" + tg.addr + "/metrics")
-	if err != nil {
-		tg.n.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return int(f)
-		}
-	}
-	tg.n.t.Fatal("no go_goroutines in /metrics")
-	return 0
-}
+func (tg *target) status(field string) int64 { return procStatusKB(tg.n.t, tg.pid, field) }
+func (tg *target) fdCount() int              { return procFDs(tg.n.t, tg.pid) }
+func (tg *target) goroutines() int           { return daemonGoroutines(tg.n.t, tg.addr) }
 
 func (tg *target) dial() net.Conn {
 	c, err := net.Dial("tcp", tg.addr)
