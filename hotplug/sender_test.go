@@ -1,16 +1,15 @@
 package hotplug
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 )
 
 // These tests forge uevents from a socket of the test process, as any
@@ -43,54 +42,14 @@ func sendForged(t *testing.T, to *unix.SockaddrNetlink, raw []byte, cred *unix.U
 // /proc/self/fd says which inodes are ours.
 func monitorPort(t *testing.T, src Source) uint32 {
 	t.Helper()
-	ports := ueventPorts(t, os.Getpid(), uint32(src))
+	ports, err := testkernel.UeventPorts(os.Getpid(), uint32(src))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(ports) != 1 {
 		t.Fatalf("want one uevent socket bound to group %v in this process, found ports %v", src, ports)
 	}
 	return ports[0]
-}
-
-// ueventPorts returns the ports of pid's NETLINK_KOBJECT_UEVENT sockets bound
-// to the group mask groups.
-func ueventPorts(t *testing.T, pid int, groups uint32) []uint32 {
-	t.Helper()
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inodes := map[string]bool{}
-	for _, fd := range fds {
-		link, err := os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), fd.Name()))
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
-			inodes[strings.TrimSuffix(ino, "]")] = true
-		}
-	}
-	f, err := os.Open("/proc/net/netlink")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var ports []uint32
-	sc := bufio.NewScanner(f)
-	sc.Scan() // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
-	for sc.Scan() {
-		col := strings.Fields(sc.Text())
-		if len(col) < 10 || col[1] != strconv.Itoa(unix.NETLINK_KOBJECT_UEVENT) || !inodes[col[9]] {
-			continue
-		}
-		if g, err := strconv.ParseUint(col[3], 16, 32); err != nil || uint32(g) != groups {
-			continue
-		}
-		port, err := strconv.ParseUint(col[2], 10, 32)
-		if err != nil {
-			t.Fatalf("/proc/net/netlink: %q: %v", sc.Text(), err)
-		}
-		ports = append(ports, uint32(port))
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return ports
 }
 
 // forgedName is a device name no real device has, unique to this process.

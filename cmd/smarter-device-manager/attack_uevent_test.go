@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	enc "encoding/binary"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -232,46 +230,18 @@ func forgedUevent(source, action, devpath, subsystem, devname string) []byte {
 }
 
 // daemonUeventPort returns the netlink port of the daemon's uevent socket
-// bound to group: /proc/net/netlink lists every netlink socket with its
-// port, groups and inode; the daemon's /proc/PID/fd says which are its own.
+// bound to group, once it has one.
 func daemonUeventPort(t *testing.T, pid int, group uint32) uint32 {
 	t.Helper()
-	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-	var port uint32
+	var ports []uint32
 	testutil.Eventually(t, 10*time.Second, "the daemon's uevent socket", func() bool {
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
+		var err error
+		if ports, err = testkernel.UeventPorts(pid, group); err != nil {
 			t.Fatal(err)
 		}
-		inodes := map[string]bool{}
-		for _, fd := range fds {
-			link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
-				inodes[strings.TrimSuffix(ino, "]")] = true
-			}
-		}
-		f, err := os.Open("/proc/net/netlink")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		sc.Scan() // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
-		for sc.Scan() {
-			col := strings.Fields(sc.Text())
-			if len(col) < 10 || col[1] != strconv.Itoa(unix.NETLINK_KOBJECT_UEVENT) || !inodes[col[9]] {
-				continue
-			}
-			g, err1 := strconv.ParseUint(col[3], 16, 32)
-			p, err2 := strconv.ParseUint(col[2], 10, 32)
-			if err1 == nil && err2 == nil && uint32(g) == group {
-				port = uint32(p)
-				return true
-			}
-		}
-		return false
+		return len(ports) > 0
 	})
-	return port
+	return ports[0]
 }
 
 // readFloodCounters scrapes /metrics.

@@ -238,3 +238,43 @@ func udevadmControl(limit time.Duration, args ...string) error {
 		delay = min(2*delay, time.Second)
 	}
 }
+
+// UeventPorts returns the netlink ports of process pid's
+// NETLINK_KOBJECT_UEVENT sockets bound to the group mask groups:
+// /proc/net/netlink lists every netlink socket with its port, groups and
+// inode, and /proc/PID/fd says which are the process's own.
+func UeventPorts(pid int, groups uint32) ([]uint32, error) {
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return nil, err
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fdDir + "/" + fd.Name())
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok && err == nil {
+			inodes[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		return nil, err
+	}
+	var ports []uint32
+	// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		col := strings.Fields(line)
+		if len(col) < 10 || col[1] != strconv.Itoa(unix.NETLINK_KOBJECT_UEVENT) || !inodes[col[9]] {
+			continue
+		}
+		if g, err := strconv.ParseUint(col[3], 16, 32); err != nil || uint32(g) != groups {
+			continue
+		}
+		port, err := strconv.ParseUint(col[2], 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %q: %w", line, err)
+		}
+		ports = append(ports, uint32(port))
+	}
+	return ports, nil
+}
