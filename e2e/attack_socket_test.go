@@ -163,6 +163,8 @@ func TestAttackPluginSocketFlood(t *testing.T) {
 	hwm := procStatusKB(t, pid, "VmHWM")
 	t.Logf("idle: %d descriptors, %d goroutines; after: %d, %d; VmHWM %d -> %d KiB (+%.1f MiB)",
 		idleFDs, idleG, fds, g, hwm0>>10, hwm>>10, float64(hwm-hwm0)/(1<<20))
+	fmt.Printf("ATTACK %-28s %6.1f s  2 sockets x %d connections, garbage, 2 MiB requests, unread streams; hotplug followed  VmHWM %+6.2f MiB (%.1f MiB)\n",
+		"plugin socket flood", time.Since(began).Seconds(), floods[0].served+floods[0].refused, float64(hwm-hwm0)/(1<<20), float64(hwm)/(1<<20))
 	if hwm-hwm0 >= sockFloodHWMBound {
 		t.Errorf("VmHWM grew by %.1f MiB during the flood; want < %d MiB", float64(hwm-hwm0)/(1<<20), sockFloodHWMBound>>20)
 	}

@@ -26,6 +26,8 @@ type report struct {
 	micro       []string
 	// dra is the DRA section, already Markdown (draBench).
 	dra string
+	// attacks is the attack section, already Markdown (attackBench).
+	attacks string
 	// failed names the parts that failed (their error is on stderr).
 	failed []string
 }
@@ -161,6 +163,9 @@ func (r *report) markdown() string {
 
 	if r.dra != "" {
 		w("\n%s", r.dra)
+	}
+	if r.attacks != "" {
+		w("\n%s", r.attacks)
 	}
 
 	s := r.storm
