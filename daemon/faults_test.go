@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/smarter-project/smarter-device-manager/internal/testkernel"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 	"github.com/smarter-project/smarter-device-manager/plugin/plugintest"
 )
@@ -127,7 +129,13 @@ func TestReloadUnderLoad(t *testing.T) {
 				_ = changeEvent("block/zram" + id)
 				_ = changeEvent("class/mem/null")
 			}
-			if err := os.WriteFile("/sys/class/zram-control/hot_remove", []byte(id), 0); err != nil {
+			n, err := strconv.Atoi(id)
+			if err == nil {
+				// ZramRemove waits out EBUSY: a udevd that another test
+				// binary started probes each new zram device for a moment.
+				err = testkernel.ZramRemove(n)
+			}
+			if err != nil {
 				churnErr = err
 				churnStopped.Store(true)
 				return
