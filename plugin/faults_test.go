@@ -194,6 +194,7 @@ func TestStreamClosingKubeletBackoff(t *testing.T) {
 // (a) A kubelet that accepts the connection on kubelet.sock and never
 // answers: each Register call can only end by its own deadline.
 func TestSilentKubeletBackoff(t *testing.T) {
+	testutil.SkipShort(t, "waits out registration deadlines, 10 s")
 	const minB, maxB = time.Millisecond, 16 * time.Millisecond
 	dir := testutil.ShortTempDir(t)
 	bad, err := plugintest.StartSilentKubelet(dir)

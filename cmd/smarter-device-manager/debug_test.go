@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // A profile's length is capped at maxProfile whatever the client asks, and
@@ -71,9 +72,7 @@ func TestProfileEndsWhenTheClientLeaves(t *testing.T) {
 
 // A profile longer than the server's write timeout is written whole.
 func TestProfileOutlivesTheWriteTimeout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipping in -short mode: runs an 11 s profile")
-	}
+	testutil.SkipShort(t, "runs an 11 s profile")
 	stop, addr := serveDebug(t, debugHandler(new(daemon.Stats)))
 	defer stop()
 	began := time.Now()

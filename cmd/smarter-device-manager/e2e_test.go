@@ -407,6 +407,7 @@ func buildImage(t *testing.T) string {
 // rules mounted), serves the fake kubelet, and a real zram hotplug is seen
 // through the container. Skips where there is no Docker engine.
 func TestImageServesThroughContainer(t *testing.T) {
+	testutil.SkipShort(t, "builds and runs a Docker image")
 	testkernel.RequireZram(t)
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
@@ -520,6 +521,7 @@ func TestHealthAndReadiness(t *testing.T) {
 // the old memory limit of 15 MiB. The rules must come from that ConfigMap
 // (not the embedded default) and hotplug must work within the limit.
 func TestOldManifestSwitchesByImage(t *testing.T) {
+	testutil.SkipShort(t, "builds and runs Docker images")
 	testkernel.RequireZram(t)
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)

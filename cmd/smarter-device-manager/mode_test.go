@@ -75,6 +75,7 @@ func TestDRAModeExecsTheDRABinary(t *testing.T) {
 // SMARTER_DEVICE_MANAGER_MODE=dra (as a DaemonSet sets it) is the DRA
 // driver, which, with no API server to reach, says so.
 func TestImageRunsDRAMode(t *testing.T) {
+	testutil.SkipShort(t, "builds and runs a Docker image")
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
 	}

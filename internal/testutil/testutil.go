@@ -59,3 +59,12 @@ func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 		}
 	}
 }
+
+// SkipShort skips a slow test in -short mode (make check), saying why; make
+// test runs it.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("skipping in -short mode (make check; make test runs it): %s", why)
+	}
+}
