@@ -1,7 +1,9 @@
 # smarter-device-manager — build, run and test.
 # `make test` is what CI runs (.ci/run): it installs what the tests need
 # (scripts/test-deps.sh), checks gofmt and vet, runs each fuzz target for a
-# short bounded time, then every test with -race.
+# short bounded time, then every test: the daemon's own code always under
+# -race. `make check` is the fast loop: format, vet and the unit tests in
+# -short mode, no root needed.
 
 GO       ?= go
 BIN      ?= bin/smarter-device-manager
@@ -11,7 +13,7 @@ FUZZTIME ?= 50000x
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test deps vet unit fuzz e2e e2e-container e2e-cluster bench release packages image image-multiarch check-packaging tools clean
+.PHONY: all build run test check deps vet unit fuzz e2e e2e-container e2e-cluster bench release packages image image-multiarch check-packaging tools clean
 
 all: build
 
@@ -73,6 +75,13 @@ run:
 
 test: deps vet fuzz unit check-packaging e2e e2e-container
 
+# The fast loop while changing code (under a minute warm): gofmt, vet, and
+# every unit test of the daemon's module with -race in -short mode, which
+# leaves out the slowest (Docker images, long timeouts; each says so). As a
+# normal user the tests that need root skip and say why. No e2e suite.
+check: vet
+	$(GO) test -race -short -count=1 ./...
+
 deps:
 	bash scripts/test-deps.sh
 
@@ -91,13 +100,15 @@ unit:
 # The real-kubelet conformance suite (e2e/, its own module so the daemon's
 # go.mod stays small): the daemon binary against k8s.io/kubernetes'
 # devicemanager.ManagerImpl. Its first build compiles much of Kubernetes
-# and containerd (4-18 minutes on 2 cores, by load); later runs build in
-# seconds.
+# and containerd; later runs build in seconds. The daemon it runs is built
+# with -race (TestMain), the test binary is not: it only drives the daemon
+# and the real kubelet code, and -race would double the suite's first
+# compile (docs/development.md has the figures).
 e2e:
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e: SKIPPED: the real-kubelet suite needs root on Linux (kubelet sockets, zram)"; \
 	else \
-		cd e2e && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 40m -skip '^TestContainer' ./...; \
+		cd e2e && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m -skip '^TestContainer' ./...; \
 	fi
 
 # The container suite (e2e/container_*_test.go, same module): what the
@@ -110,7 +121,7 @@ e2e-container: deps
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e-container: SKIPPED: the container suite needs root on Linux (runc, device cgroups, zram)"; \
 	else \
-		cd e2e && $(GO) test -race -count=1 -timeout 20m -run '^TestContainer'; \
+		cd e2e && $(GO) test -count=1 -timeout 20m -run '^TestContainer'; \
 	fi
 
 # The single-node cluster suite (cluster/, its own module): a real
@@ -140,8 +151,10 @@ e2e-cluster: deps
 # (packaging/check); helm and kustomize are built from tools/ (pinned).
 # Its first run builds helm, kustomize and the API server's validation code
 # inside the test (10+ minutes on 2 busy cores), hence the long timeout.
+# No -race: the test decodes and renders files in one goroutine, and the
+# race build of that code would double its first compile.
 check-packaging:
-	cd packaging/check && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 40m ./...
+	cd packaging/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m ./...
 
 # The pinned tools (tools/*/go.mod): bin/helm, bin/kustomize, bin/nfpm.
 tools:

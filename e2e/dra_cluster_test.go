@@ -64,7 +64,7 @@ func requireDRABinary(t *testing.T) {
 			return
 		}
 		args := []string{"build", "-tags", "dra", "-o", bin}
-		if raceEnabled {
+		if daemonRace() {
 			args = append(args, "-race")
 		}
 		cmd := exec.Command(goTool(), append(args, "./cmd/smarter-device-manager")...)

@@ -63,7 +63,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	daemonBinary = filepath.Join(dir, "smarter-device-manager")
 	args := []string{"build", "-o", daemonBinary}
-	if raceEnabled {
+	if daemonRace() {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/smarter-device-manager")
@@ -104,6 +104,14 @@ func goTool() string {
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
+
+// daemonRace says whether the daemon (and the DRA binary) is built with
+// the race detector: always, unless SDM_E2E_DAEMON_RACE=0. The test binary
+// itself need not be: it only drives the daemon, a separate process, and
+// the Kubernetes code it links (the kubelet's device and DRA managers, the
+// API server) is the slowest part of the suite to compile, twice as slow
+// with -race.
+func daemonRace() bool { return os.Getenv("SDM_E2E_DAEMON_RACE") != "0" }
 
 // requireSuite skips the test when TestMain found it cannot run here.
 func requireSuite(t *testing.T) {
