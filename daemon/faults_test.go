@@ -109,9 +109,15 @@ func TestReloadUnderLoad(t *testing.T) {
 	// Load: a device coming and going, and change events, until the end.
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	leftover := -1 // a zram device the churner could not remove, removed again at the end
 	defer func() {
 		cancel()
 		wg.Wait()
+		if leftover >= 0 {
+			if err := testkernel.ZramRemove(leftover); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
 	}()
 	var churned atomic.Int64
 	var churnErr error // written before churnStopped is set
@@ -130,12 +136,15 @@ func TestReloadUnderLoad(t *testing.T) {
 				_ = changeEvent("class/mem/null")
 			}
 			n, err := strconv.Atoi(id)
-			if err == nil {
-				// ZramRemove waits out EBUSY: a udevd that another test
-				// binary started probes each new zram device for a moment.
-				err = testkernel.ZramRemove(n)
-			}
 			if err != nil {
+				churnErr = fmt.Errorf("zram hot_add gave %q: %w", id, err)
+				churnStopped.Store(true)
+				return
+			}
+			// ZramRemove waits out EBUSY: a udevd that another test binary
+			// started probes each new zram device for a moment.
+			if err := testkernel.ZramRemove(n); err != nil {
+				leftover = n // read after wg.Wait
 				churnErr = err
 				churnStopped.Store(true)
 				return
