@@ -66,7 +66,7 @@ type Options struct {
 // Server is a running server.
 type Server struct {
 	srv  *http.Server
-	ln   *Listener
+	ln   *listener
 	done chan struct{}
 }
 
@@ -78,7 +78,7 @@ func Serve(ln net.Listener, h http.Handler, o Options) *Server {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
-	l := NewListener(ln, o.MaxConns)
+	l := newListener(ln, o.MaxConns)
 	s := &Server{
 		srv: &http.Server{
 			Handler:           h,
@@ -119,12 +119,12 @@ func fdBudget() int {
 	return int(min(rl.Cur/4, DefaultMaxConns))
 }
 
-// Listener holds at most a budget of connections: accepting one more
+// listener holds at most a budget of connections: accepting one more
 // closes the connection that has waited longest without a request in a
 // handler (http.StateNew or http.StateIdle), or failing that, the one
 // whose request has been in a handler longest. Its ConnState must be the
 // http.Server's ConnState hook: that is how it learns a connection's state.
-type Listener struct {
+type listener struct {
 	net.Listener
 	max int
 
@@ -139,16 +139,16 @@ type connEntry struct {
 	since time.Time // when it entered state
 }
 
-// NewListener wraps ln with a budget of max connections.
-func NewListener(ln net.Listener, max int) *Listener {
-	return &Listener{Listener: ln, max: max, conns: make(map[net.Conn]*connEntry)}
+// newListener wraps ln with a budget of max connections.
+func newListener(ln net.Listener, max int) *listener {
+	return &listener{Listener: ln, max: max, conns: make(map[net.Conn]*connEntry)}
 }
 
 // Accept accepts a connection, evicting one held if the budget is spent.
 // When the process is out of file descriptors, a held connection is
 // evicted too, so that the next accept can succeed; the error still goes
 // to http.Server, which logs it and retries with a backoff.
-func (l *Listener) Accept() (net.Conn, error) {
+func (l *listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
@@ -170,7 +170,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 // evictLocked closes the connection that has waited longest for a
 // request, else the longest in a handler. (A hijacked connection is not
 // the server's any more: ConnState forgets it.)
-func (l *Listener) evictLocked() {
+func (l *listener) evictLocked() {
 	var victim net.Conn
 	var ve *connEntry
 	for c, e := range l.conns {
@@ -191,7 +191,7 @@ func (l *Listener) evictLocked() {
 func waiting(s http.ConnState) bool { return s == http.StateNew || s == http.StateIdle }
 
 // ConnState is the http.Server hook that tracks each connection's state.
-func (l *Listener) ConnState(c net.Conn, s http.ConnState) {
+func (l *listener) ConnState(c net.Conn, s http.ConnState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch s {
@@ -205,7 +205,7 @@ func (l *Listener) ConnState(c net.Conn, s http.ConnState) {
 }
 
 // Stats returns the connections held and those evicted so far.
-func (l *Listener) Stats() (held int, evicted uint64) {
+func (l *listener) Stats() (held int, evicted uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.conns), l.evicted

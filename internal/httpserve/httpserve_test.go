@@ -191,7 +191,7 @@ func TestOutOfDescriptorsEvicts(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()
 	fl := &failingListener{errs: []error{&net.OpError{Op: "accept", Err: syscall.EMFILE}}, conns: []net.Conn{a}}
-	l := NewListener(fl, 8)
+	l := newListener(fl, 8)
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
