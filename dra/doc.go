@@ -24,10 +24,13 @@
 //     its UID, with each allocated unit's content (daemon.Content: nodes,
 //     links, environment, mounts) and the owner from the rule or the
 //     claim's opaque DeviceConfig; unprepare removes it; both idempotent;
-//   - checkpoint (checkpoint.go): the prepared claims, in the plugin's
-//     directory, so unprepare and a repeated prepare work after a restart;
-//     one it cannot read is moved aside and the driver starts without it;
-//   - claim UIDs name files: any not a DNS label is refused (prepare.go);
+//   - checkpoint (internal/claimdata, which also parses the claim's
+//     config: both are bytes others wrote, fuzzed without client-go): the
+//     prepared claims, in the plugin's directory, so unprepare and a
+//     repeated prepare work after a restart; one it cannot read is moved
+//     aside and the driver starts without it;
+//   - claim UIDs name files: any not a DNS label is refused
+//     (claimdata.CheckUID, on prepare, unprepare and the checkpoint);
 //   - health (health.go): WatchHealthStatus streams each device's health
 //     to the kubelet, which shows it in the pod's status.
 //

@@ -21,6 +21,7 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata"
 )
 
 // DefaultDriverName is the driver's name unless Options says otherwise:
@@ -78,7 +79,7 @@ type Driver struct {
 	registered atomic.Bool
 	fatal      chan error // a fatal error from HandleError, for Run
 
-	claims *claimStore // the prepared claims, persisted in PluginDir
+	claims *claimdata.Store // the prepared claims, persisted in PluginDir
 }
 
 // New returns a Driver for opts, defaults applied. It does no I/O; Run
@@ -117,7 +118,7 @@ func New(opts Options) (*Driver, error) {
 		cdiKind: opts.DriverName + "/claim",
 		changed: make(chan struct{}),
 		fatal:   make(chan error, 1),
-		claims:  newClaimStore(filepath.Join(opts.PluginDir, checkpointFile)),
+		claims:  claimdata.NewStore(filepath.Join(opts.PluginDir, claimdata.File)),
 	}
 	d.pool, d.devices = renderPool(opts.DriverName, nil)
 	return d, nil
@@ -135,13 +136,13 @@ func (d *Driver) Run(ctx context.Context) error {
 			return fmt.Errorf("DRA: %w", err)
 		}
 	}
-	var corrupt *corruptCheckpointError
-	switch err := d.claims.load(); {
+	var corrupt *claimdata.CorruptError
+	switch err := d.claims.Load(); {
 	case errors.As(err, &corrupt):
 		// Not fatal: a driver that stopped here would only restart into
 		// the same file; the kubelet's calls rebuild what was in it.
 		d.opts.Stats.Errors.Add(1)
-		d.log.Error().Err(err).Str("file", corrupt.file).Str("moved_to", corrupt.moved).Msg("prepared claims unreadable; starting with none")
+		d.log.Error().Err(err).Str("file", corrupt.File).Str("moved_to", corrupt.Moved).Msg("prepared claims unreadable; starting with none")
 	case err != nil:
 		return fmt.Errorf("DRA: %w", err)
 	}

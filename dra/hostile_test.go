@@ -1,11 +1,9 @@
 package dra
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,9 +12,10 @@ import (
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata"
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata/claimdatatest"
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
@@ -71,7 +70,7 @@ func TestClaimUIDRefused(t *testing.T) {
 			t.Fatalf("UID %.80q: files below the test directory went from %v to %v", uid, before, after)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(h.dir, "plugin", checkpointFile)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(h.dir, "plugin", claimdata.File)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("checkpoint: %v; want none written", err)
 	}
 
@@ -84,105 +83,6 @@ func TestClaimUIDRefused(t *testing.T) {
 	}
 }
 
-// validCheckpoint is what a store holding one prepared claim writes.
-func validCheckpoint(t testing.TB, dir string) []byte {
-	t.Helper()
-	s := newClaimStore(filepath.Join(dir, checkpointFile))
-	share := types.UID("share-1")
-	err := s.put("uid-v", preparedClaim{Namespace: "default", Name: "claim-v", Devices: []preparedDevice{{
-		Requests: []string{"gps"}, Pool: testNode, Device: gpsDevice, CDIDeviceIDs: []string{testDriver + "/claim=uid-v-" + gpsDevice}, ShareID: &share}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(s.file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// randomBytes are n bytes of noise, the same at every run.
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(b)
-	return b
-}
-
-// corruptions are checkpoints this version cannot use, made from a valid one.
-var corruptions = []struct {
-	name    string
-	corrupt func(valid []byte) []byte
-}{
-	{"truncated", func(v []byte) []byte { return v[:len(v)/2] }},
-	{"random bytes", func([]byte) []byte { return randomBytes(512) }},
-	{"future version", func(v []byte) []byte { return bytes.Replace(v, []byte(`"version": 1`), []byte(`"version": 2`), 1) }},
-	{"wrong shape", func([]byte) []byte { return []byte(`{"version": 1, "claims": ["uid-v"]}`) }},
-	{"no version", func([]byte) []byte { return []byte(`{"claims": {}}`) }},
-	{"zeros after a crash", func(v []byte) []byte { return append(v, make([]byte, 64)...) }},
-	{"a UID that is a path", func(v []byte) []byte { return bytes.Replace(v, []byte(`"uid-v"`), []byte(`"../../uid-v"`), 1) }},
-	{"empty", func([]byte) []byte { return nil }},
-}
-
-// movedAside checks that a corrupt checkpoint file was moved aside in
-// its directory, 0600, holding what it held; the checkpoint's own path is
-// free. It returns the moved file's path.
-func movedAside(t *testing.T, file string, held []byte) string {
-	t.Helper()
-	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("%s: %v; want it moved aside", file, err)
-	}
-	moved, _ := filepath.Glob(file + ".corrupt-*")
-	if len(moved) != 1 {
-		t.Fatalf("moved aside: %v; want one %s.corrupt-<time>", moved, file)
-	}
-	if got, err := os.ReadFile(moved[0]); err != nil || !bytes.Equal(got, held) {
-		t.Errorf("%s holds %q (%v); want the corrupt bytes %q", moved[0], got, err, held)
-	}
-	if fi, err := os.Stat(moved[0]); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("%s: mode %v (%v); want 0600", moved[0], fi.Mode().Perm(), err)
-	}
-	return moved[0]
-}
-
-// A checkpoint this version cannot use is moved aside, with an error
-// naming both paths that does not stop the driver, and the store starts
-// empty; what it writes next is a checkpoint it reads back.
-func TestCorruptCheckpointMovedAside(t *testing.T) {
-	for _, c := range corruptions {
-		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			bad := c.corrupt(validCheckpoint(t, dir))
-			s := newClaimStore(filepath.Join(dir, checkpointFile))
-			// Readable by all (written by hand, say): moved aside, it is root's only.
-			if err := errors.Join(os.WriteFile(s.file, bad, 0o644), os.Chmod(s.file, 0o644)); err != nil {
-				t.Fatal(err)
-			}
-			err := s.load()
-			var corrupt *corruptCheckpointError
-			if !errors.As(err, &corrupt) {
-				t.Fatalf("load: %v; want the file moved aside", err)
-			}
-			moved := movedAside(t, s.file, bad)
-			if !strings.Contains(err.Error(), s.file) || !strings.Contains(err.Error(), moved) {
-				t.Errorf("error %q; want it to name %s and %s", err, s.file, moved)
-			}
-			if len(s.claims) != 0 {
-				t.Errorf("claims %v; want none", s.claims)
-			}
-			if err := s.put("uid-n", preparedClaim{Namespace: "default", Name: "n"}); err != nil {
-				t.Fatal(err)
-			}
-			again := newClaimStore(s.file)
-			if err := again.load(); err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := again.get("uid-n"); !ok || len(again.claims) != 1 {
-				t.Errorf("claims read back %v; want uid-n only", again.claims)
-			}
-		})
-	}
-}
-
 // A daemon restarted over a corrupt checkpoint starts (Run returns nil
 // at the end, and it publishes), counts one error, and keeps the bad
 // file aside; the kubelet's calls then rebuild what it held: a prepare
@@ -190,8 +90,8 @@ func TestCorruptCheckpointMovedAside(t *testing.T) {
 // again, and an unprepare of another, which the store no longer knows,
 // removes its leftover spec.
 func TestCorruptCheckpointRestart(t *testing.T) {
-	for _, c := range corruptions[:3] { // truncated, random bytes, future version
-		t.Run(c.name, func(t *testing.T) {
+	for _, c := range claimdatatest.Corruptions[:3] { // truncated, random bytes, future version
+		t.Run(c.Name, func(t *testing.T) {
 			m := hwfixture.New(true)
 			m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
 			second := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "2", "D4E5F6"))
@@ -206,12 +106,12 @@ func TestCorruptCheckpointRestart(t *testing.T) {
 			}
 			h.stop()
 
-			file := filepath.Join(h.dir, "plugin", checkpointFile)
+			file := filepath.Join(h.dir, "plugin", claimdata.File)
 			valid, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
 			}
-			bad := c.corrupt(valid)
+			bad := c.Corrupt(valid)
 			if err := os.WriteFile(file, bad, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -224,7 +124,7 @@ func TestCorruptCheckpointRestart(t *testing.T) {
 			if n := h2.stats.Errors.Load(); n != 1 {
 				t.Errorf("driver errors counted: %d; want 1, the checkpoint", n)
 			}
-			movedAside(t, file, bad)
+			claimdatatest.MovedAside(t, file, bad)
 
 			if r := h2.prepare(a); r.Err != nil || len(r.Devices) != 1 {
 				t.Fatalf("prepare of a claim prepared before: %+v", r)
@@ -232,12 +132,13 @@ func TestCorruptCheckpointRestart(t *testing.T) {
 			if spec, err := h2.spec(a.UID); err != nil || len(spec.Devices) != 1 {
 				t.Errorf("spec of the claim prepared again: %+v, %v", spec, err)
 			}
-			s := newClaimStore(file)
-			if err := s.load(); err != nil {
-				t.Fatalf("checkpoint after a prepare: %v", err)
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, ok := s.get(a.UID); !ok || len(s.claims) != 1 {
-				t.Errorf("checkpoint holds %v; want %s only", s.claims, a.UID)
+			held, err := claimdata.Parse(data)
+			if _, ok := held[a.UID]; err != nil || !ok || len(held) != 1 {
+				t.Errorf("checkpoint holds %v (%v); want %s only", held, err, a.UID)
 			}
 
 			if _, err := h2.spec(b.UID); err != nil {

@@ -11,37 +11,17 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/smarter-project/smarter-device-manager/daemon"
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata"
 )
-
-// checkClaimUID refuses a claim UID that could not safely name a file:
-// it becomes part of the CDI spec's file name and of the CDI device
-// names. The API server gives every object an RFC 4122 UUID in
-// lower-case canonical form (hex digits and '-', 36 characters), which
-// is a DNS-1123 label; any such label is accepted (1 to 63 of a-z, 0-9
-// and '-', alphanumeric at both ends), so it has no '/', '.', NUL or
-// upper case and cannot leave the CDI directory, while the hand-made
-// UIDs of tests still work. The check is on every path a UID comes in
-// by: prepare, unprepare (the kubelet's word only) and the checkpoint.
-func checkClaimUID(namespace, name string, uid types.UID) error {
-	if len(validation.IsDNS1123Label(string(uid))) == 0 {
-		return nil
-	}
-	shown := fmt.Sprintf("%q", uid)
-	if len(uid) > 80 { // a log line, not a dump
-		shown = fmt.Sprintf("%q... (%d bytes)", uid[:64], len(uid))
-	}
-	return fmt.Errorf("claim %s/%s: UID %s is not a Kubernetes UID (a DNS label: 1-63 of a-z, 0-9 and '-'); nothing written", namespace, name, shown)
-}
 
 // SpecFile is where the CDI spec of a prepared claim lives: named by the
 // claim's UID, which is never reused, so no runtime's cache of specs can
 // hand a new claim an old one's devices. The UID must have passed
-// checkClaimUID.
+// claimdata.CheckUID.
 func (d *Driver) SpecFile(claim types.UID) string {
 	return filepath.Join(d.opts.CDIDir, strings.ReplaceAll(d.cdiKind, "/", "_")+"_"+string(claim)+".json")
 }
@@ -54,7 +34,7 @@ func (d *Driver) SpecFile(claim types.UID) string {
 // as many other claims as its count fails the claim, and the kubelet
 // tries again later.
 func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResult {
-	if err := checkClaimUID(c.Namespace, c.Name, c.UID); err != nil {
+	if err := claimdata.CheckUID(c.Namespace, c.Name, c.UID); err != nil {
 		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Msg("cannot prepare claim") // the error names the claim, the UID shortened
 		return kubeletplugin.PrepareResult{Err: err}
@@ -65,14 +45,14 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot prepare claim")
 		return kubeletplugin.PrepareResult{Err: err}
 	}
-	if p, ok := d.claims.get(c.UID); ok {
-		return p.result()
+	if p, ok := d.claims.Get(c.UID); ok {
+		return prepareResult(p)
 	}
 	d.mu.Lock()
 	devices := d.devices // replaced at each Update, never changed: safe to read unlocked
 	d.mu.Unlock()
 	spec := &cdispec.Spec{Kind: d.cdiKind}
-	claim := preparedClaim{Namespace: c.Namespace, Name: c.Name}
+	claim := claimdata.Claim{Namespace: c.Namespace, Name: c.Name}
 	names := map[string]string{} // CDI device name → the request and device it was made for
 	for i, r := range c.Status.Allocation.Devices.Results {
 		if r.Driver != d.opts.DriverName {
@@ -90,7 +70,7 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 			return fail(fmt.Errorf("device %s (%s of %s) misses a companion node its rule requires", r.Device, p.unit.Device, p.res.Name))
 		}
 		admin := r.AdminAccess != nil && *r.AdminAccess
-		if held := d.claims.holders(r.Device, c.UID); !admin && len(held) >= max(p.res.Count, 1) {
+		if held := d.claims.Holders(r.Device, c.UID); !admin && len(held) >= max(p.res.Count, 1) {
 			return fail(fmt.Errorf("device %s is held by %d other prepared claims (count %d), %s first", r.Device, len(held), p.res.Count, held[0]))
 		}
 		owner, err := d.owner(c, r.Request, p.unit.Content.Owner)
@@ -107,7 +87,7 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 			content.Owner = owner
 			spec.Devices = append(spec.Devices, cdispec.Device{Name: name, ContainerEdits: content.CDIEdits()})
 		}
-		claim.Devices = append(claim.Devices, preparedDevice{Requests: []string{r.Request}, Pool: r.Pool, Device: r.Device,
+		claim.Devices = append(claim.Devices, claimdata.Device{Requests: []string{r.Request}, Pool: r.Pool, Device: r.Device,
 			CDIDeviceIDs: []string{d.cdiKind + "=" + name}, ShareID: r.ShareID, Admin: admin})
 	}
 	if len(spec.Devices) > 0 {
@@ -115,7 +95,7 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 			return fail(err)
 		}
 	}
-	if err := d.claims.put(c.UID, claim); err != nil {
+	if err := d.claims.Put(c.UID, claim); err != nil {
 		_ = d.removeSpec(c.UID) // a spec without its claim: unprepare would not know it
 		return fail(err)
 	}
@@ -124,13 +104,13 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 		devs = append(devs, dev.Device)
 	}
 	d.log.Info().Str("claim", label).Strs("devices", devs).Msg("claim prepared")
-	return claim.result()
+	return prepareResult(claim)
 }
 
 // unprepare removes a claim's CDI spec and forgets it; a claim not
 // prepared (or unprepared already) is no error.
 func (d *Driver) unprepare(c kubeletplugin.NamespacedObject) error {
-	if err := checkClaimUID(c.Namespace, c.Name, c.UID); err != nil {
+	if err := claimdata.CheckUID(c.Namespace, c.Name, c.UID); err != nil {
 		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Msg("cannot unprepare claim")
 		return err
@@ -143,10 +123,10 @@ func (d *Driver) unprepare(c kubeletplugin.NamespacedObject) error {
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot unprepare claim")
 		return err
 	}
-	if _, ok := d.claims.get(c.UID); !ok {
+	if _, ok := d.claims.Get(c.UID); !ok {
 		return nil
 	}
-	if err := d.claims.remove(c.UID); err != nil {
+	if err := d.claims.Remove(c.UID); err != nil {
 		d.opts.Stats.Errors.Add(1)
 		d.log.Error().Err(err).Str("claim", label).Msg("cannot unprepare claim")
 		return err

@@ -19,6 +19,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata"
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 )
 
@@ -222,7 +223,7 @@ func TestPreparedClaimsSurviveRestart(t *testing.T) {
 	if _, err := os.Stat(h2.drv.SpecFile(c.UID)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("spec after unprepare in the new process: %v; want it gone", err)
 	}
-	raw, err := os.ReadFile(filepath.Join(h.dir, "plugin", checkpointFile))
+	raw, err := os.ReadFile(filepath.Join(h.dir, "plugin", claimdata.File))
 	if err != nil || strings.Contains(string(raw), "uid-r") {
 		t.Errorf("checkpoint after unprepare: %s (%v); want no uid-r", raw, err)
 	}

@@ -1,4 +1,4 @@
-package dra
+package claimdata
 
 import (
 	"bytes"
@@ -9,10 +9,74 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/smarter-project/smarter-device-manager/conf"
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata/claimdatatest"
 )
+
+// testDriver is a driver name as the tests of the driver use.
+const testDriver = "sdm.example.com"
+
+// validCheckpoint is what a store holding one prepared claim, "uid-v",
+// writes.
+func validCheckpoint(t testing.TB, dir string) []byte {
+	t.Helper()
+	s := NewStore(filepath.Join(dir, File))
+	share := types.UID("share-1")
+	err := s.Put("uid-v", Claim{Namespace: "default", Name: "claim-v", Devices: []Device{{
+		Requests: []string{"gps"}, Pool: "node-a", Device: "gps-0", CDIDeviceIDs: []string{testDriver + "/claim=uid-v-gps-0"}, ShareID: &share}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(s.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// A checkpoint this version cannot use is moved aside, with an error
+// naming both paths that does not stop the driver, and the store starts
+// empty; what it writes next is a checkpoint it reads back.
+func TestCorruptCheckpointMovedAside(t *testing.T) {
+	for _, c := range claimdatatest.Corruptions {
+		t.Run(c.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			bad := c.Corrupt(validCheckpoint(t, dir))
+			s := NewStore(filepath.Join(dir, File))
+			// Readable by all (written by hand, say): moved aside, it is root's only.
+			if err := errors.Join(os.WriteFile(s.file, bad, 0o644), os.Chmod(s.file, 0o644)); err != nil {
+				t.Fatal(err)
+			}
+			err := s.Load()
+			var corrupt *CorruptError
+			if !errors.As(err, &corrupt) {
+				t.Fatalf("load: %v; want the file moved aside", err)
+			}
+			moved := claimdatatest.MovedAside(t, s.file, bad)
+			if !strings.Contains(err.Error(), s.file) || !strings.Contains(err.Error(), moved) {
+				t.Errorf("error %q; want it to name %s and %s", err, s.file, moved)
+			}
+			if len(s.claims) != 0 {
+				t.Errorf("claims %v; want none", s.claims)
+			}
+			if err := s.Put("uid-n", Claim{Namespace: "default", Name: "n"}); err != nil {
+				t.Fatal(err)
+			}
+			again := NewStore(s.file)
+			if err := again.Load(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := again.Get("uid-n"); !ok || len(again.claims) != 1 {
+				t.Errorf("claims read back %v; want uid-n only", again.claims)
+			}
+		})
+	}
+}
 
 // FuzzDeviceConfig: a claim's opaque config, whatever its bytes, either
 // fails or gives an owner runc accepts (IDs up to MaxInt32, permission
@@ -39,7 +103,7 @@ func FuzzDeviceConfig(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var o conf.Owner
-		if err := applyConfig(testDriver, raw, &o); err != nil {
+		if err := ApplyConfig(testDriver, raw, &o); err != nil {
 			return
 		}
 		if !json.Valid(raw) {
@@ -61,7 +125,7 @@ func FuzzDeviceConfig(f *testing.F) {
 		}
 		cfg, _ := json.Marshal(map[string]any{"owner": back})
 		var again conf.Owner
-		if err := applyConfig(testDriver, cfg, &again); err != nil || again != o {
+		if err := ApplyConfig(testDriver, cfg, &again); err != nil || again != o {
 			t.Fatalf("%q gave %+v; written back as %s: %+v, %v", raw, o, cfg, again, err)
 		}
 	})
@@ -73,8 +137,8 @@ func FuzzDeviceConfig(f *testing.F) {
 // with the store empty; load never fails otherwise and never panics.
 func FuzzCheckpoint(f *testing.F) {
 	valid := validCheckpoint(f, f.TempDir())
-	for _, c := range corruptions {
-		f.Add(c.corrupt(valid))
+	for _, c := range claimdatatest.Corruptions {
+		f.Add(c.Corrupt(valid))
 	}
 	for _, seed := range []string{
 		string(valid),
@@ -88,30 +152,30 @@ func FuzzCheckpoint(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := newClaimStore(filepath.Join(t.TempDir(), checkpointFile))
+		s := NewStore(filepath.Join(t.TempDir(), File))
 		if err := os.WriteFile(s.file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var corrupt *corruptCheckpointError
-		switch err := s.load(); {
+		var corrupt *CorruptError
+		switch err := s.Load(); {
 		case errors.As(err, &corrupt):
-			moved, rerr := os.ReadFile(corrupt.moved)
+			moved, rerr := os.ReadFile(corrupt.Moved)
 			if _, serr := os.Stat(s.file); serr == nil || rerr != nil || !bytes.Equal(moved, data) || len(s.claims) != 0 {
-				t.Fatalf("moved aside: file still there (%v), %s holds %q (%v), claims %v", serr, corrupt.moved, moved, rerr, s.claims)
+				t.Fatalf("moved aside: file still there (%v), %s holds %q (%v), claims %v", serr, corrupt.Moved, moved, rerr, s.claims)
 			}
 		case err != nil:
 			t.Fatalf("load: %v; want a store or the file moved aside", err)
 		default:
 			for uid, c := range s.claims {
-				if err := checkClaimUID(c.Namespace, c.Name, uid); err != nil {
+				if err := CheckUID(c.Namespace, c.Name, uid); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if err := s.write(s.claims); err != nil {
 				t.Fatal(err)
 			}
-			again := newClaimStore(s.file)
-			if err := again.load(); err != nil || !reflect.DeepEqual(again.claims, s.claims) {
+			again := NewStore(s.file)
+			if err := again.Load(); err != nil || !reflect.DeepEqual(again.claims, s.claims) {
 				t.Fatalf("written and read back: %v, %v; want %v", again.claims, err, s.claims)
 			}
 		}
