@@ -92,26 +92,39 @@ func renderPool(driver string, resources []daemon.Resource) ([]resourceslice.Sli
 // while it cannot be used.
 func renderDevice(driver string, r daemon.Resource, u daemon.Unit, name string) resourceapi.Device {
 	dev := resourceapi.Device{Name: name, Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{}}
+	// Every device carries every attribute of the driver's domain: a
+	// string is "" where the device has none, an int -1. CEL fails a
+	// selector that reads a missing key, and the allocator then fails the
+	// whole claim ("no such key: serial"), so without them a claim
+	// selecting by serial, written as docs/dra.md writes it, could never
+	// be allocated on a node where one device has no serial.
 	str := func(key, v string) {
 		// The API refuses a longer value; a selector on it could never
 		// match anyway.
-		if v != "" && len(v) <= maxAttrLen {
-			dev.Attributes[resourceapi.QualifiedName(key)] = resourceapi.DeviceAttribute{StringValue: ptr.To(v)}
+		if len(v) > maxAttrLen {
+			v = ""
 		}
+		dev.Attributes[resourceapi.QualifiedName(key)] = resourceapi.DeviceAttribute{StringValue: ptr.To(v)}
 	}
 	id := u.Identity
 	str(AttrResource, r.Name)
+	key := ""
 	if r.Class {
-		str(AttrKey, u.Key)
+		key = u.Key
 	}
+	str(AttrKey, key)
+	path := ""
 	if id.Path != "" {
-		str(AttrPath, "/dev/"+id.Path)
+		path = "/dev/" + id.Path
 	}
+	str(AttrPath, path)
 	str(AttrSubsystem, id.Subsystem)
+	major, minor := int64(-1), int64(-1)
 	if id.HasDevNum {
-		dev.Attributes[AttrMajor] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(id.Major))}
-		dev.Attributes[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(id.Minor))}
+		major, minor = int64(id.Major), int64(id.Minor)
 	}
+	dev.Attributes[AttrMajor] = resourceapi.DeviceAttribute{IntValue: ptr.To(major)}
+	dev.Attributes[AttrMinor] = resourceapi.DeviceAttribute{IntValue: ptr.To(minor)}
 	str(AttrBus, id.Bus)
 	str(AttrVendor, id.Vendor)
 	str(AttrProduct, id.Product)
@@ -121,7 +134,9 @@ func renderDevice(driver string, r daemon.Resource, u daemon.Unit, name string) 
 	str(AttrDriver, id.Driver)
 	if c := u.Content; c.HasNUMA && c.NUMANode >= 0 {
 		// The standard name, so a claim can align the device with others
-		// (a GPU, a NIC) by matchAttribute.
+		// (a GPU, a NIC) by matchAttribute; only where known, as other
+		// drivers publish it (matchAttribute fails on a device without it,
+		// which is what an unknown node should do).
 		dev.Attributes[deviceattribute.StandardDeviceAttributeNUMANode] = resourceapi.DeviceAttribute{IntValue: ptr.To(int64(c.NUMANode))}
 	}
 	if id.Bus == "pci" {

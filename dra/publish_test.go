@@ -121,3 +121,35 @@ func TestRenderPoolSlices(t *testing.T) {
 		t.Errorf("%d slices; want 2 (64 devices each at most)", len(s))
 	}
 }
+
+// Every device carries every attribute of the driver's domain, "" (or -1)
+// where it has none: a CH340 has no serial, a directory no device number.
+// A selector on a missing key is a CEL error, and the allocator fails the
+// whole claim on it (e2e TestDRADocsClaims runs docs/dra.md's claims).
+func TestEveryDeviceHasEveryAttribute(t *testing.T) {
+	m := hwfixture.New(true)
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	m.Plug(hwfixture.CH340(hwfixture.IntelXHCI, "2"))
+	m.Plug(hwfixture.CM108(hwfixture.IntelXHCI, "3"))
+	h := newHarness(t, m, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n  - match: ^snd$\n", harnessOpts{removeAfter: time.Hour})
+	devs := h.waitDevices("three devices", func(d map[string]resourceapi.Device) bool { return len(d) == 3 })
+	strs := []string{AttrResource, AttrKey, AttrPath, AttrSubsystem, AttrBus, AttrVendor, AttrProduct, AttrSerial, AttrModel, AttrPort, AttrDriver}
+	for name, d := range devs {
+		for _, a := range strs {
+			if v, ok := d.Attributes[resourceapi.QualifiedName(a)]; !ok || v.StringValue == nil {
+				t.Errorf("%s: no string attribute %s (%v)", name, a, d.Attributes)
+			}
+		}
+		for _, a := range []string{AttrMajor, AttrMinor} {
+			if v, ok := d.Attributes[resourceapi.QualifiedName(a)]; !ok || v.IntValue == nil {
+				t.Errorf("%s: no int attribute %s (%v)", name, a, d.Attributes)
+			}
+		}
+	}
+	if s := str(devs["ttyusb1"], AttrSerial); s != "" || str(devs["ttyusb0"], AttrSerial) != "A1B2C3" {
+		t.Errorf("serials %q and %q; want A1B2C3 and \"\" (the CH340 has none)", str(devs["ttyusb0"], AttrSerial), s)
+	}
+	if v := devs["snd"].Attributes[AttrMajor]; v.IntValue == nil || *v.IntValue != -1 {
+		t.Errorf("snd major %v; want -1, a directory", v)
+	}
+}
