@@ -16,13 +16,16 @@ MAKE=${MAKE:-make}
 GO=${GO:-go}
 
 prebuilt=$(mktemp -d "${TMPDIR:-/tmp}/sdm-test-bin.XXXXXX") || exit 1
-bg=""
+declare -A bg=() # background builds: name -> PID
 cleanup() {
-	# Only our own background build, by its PID, and only if it is still ours.
-	if [[ "$bg" =~ ^[0-9]+$ ]] && ((bg > 1)) && kill -0 "$bg" 2>/dev/null; then
-		kill -- "-$bg" 2>/dev/null || kill "$bg" 2>/dev/null
-		wait "$bg" 2>/dev/null
-	fi
+	# Only our own background builds, by PID, and only while they run.
+	local pid
+	for pid in "${bg[@]}"; do
+		if [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -0 "$pid" 2>/dev/null; then
+			kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null
+			wait "$pid" 2>/dev/null
+		fi
+	done
 	rm -rf "$prebuilt"
 }
 trap cleanup EXIT
@@ -49,49 +52,64 @@ report() {
 	local i total=0
 	echo "=== time per phase (s)"
 	for i in "${!names[@]}"; do
-		printf '%-16s %5s\n' "${names[$i]}" "${secs[$i]}"
+		printf '%-18s %5s\n' "${names[$i]}" "${secs[$i]}"
 		total=$((total + secs[i]))
 	done
-	printf '%-16s %5s\n' total "$total"
+	printf '%-18s %5s\n' total "$total"
 }
 
 phase deps "$MAKE" --no-print-directory deps
 
-# The background build: vet (as the e2e and check-packaging targets do)
-# and compile the test binaries into $prebuilt; its log is shown only if
-# it fails. As a normal user the e2e suite skips anyway: nothing to build.
-if [ "$(id -u)" = 0 ]; then
-	set -m # its own process group, so cleanup can end all of it
-	(
-		exec >"$prebuilt/build.log" 2>&1
-		cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./... &&
-			cd ../packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" .
-	) &
-	bg=$!
+# The background builds, each in its own process group (so cleanup ends
+# all of it), at nice 19, logging to $prebuilt/<name>.log, shown only on a
+# failure: the packaging module's test binary and the helm and kustomize
+# its tests run (they build them into bin/ again: compiled already, only
+# linked), and the e2e module's test binaries, each vetted first as its
+# make target does. As a normal user the e2e suite skips: not built.
+background() { # name, command...
+	local name=$1
+	shift
+	set -m
+	("$@" >"$prebuilt/$name.log" 2>&1) &
+	bg[$name]=$!
 	set +m
+}
+build_packaging() {
+	cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" . &&
+		cd ../../tools/helm && nice -n 19 "$GO" build -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
+		cd ../kustomize && nice -n 19 "$GO" build -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
+}
+build_e2e() {
+	cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...
+}
+background packaging build_packaging
+if [ "$(id -u)" = 0 ]; then
+	background e2e build_e2e
 fi
 
 phase vet "$MAKE" --no-print-directory vet
 phase fuzz "$MAKE" --no-print-directory fuzz
 phase unit "$MAKE" --no-print-directory unit
 
-prebuilt_ok() {
-	[ -n "$bg" ] || return 0
-	wait "$bg"
-	local rc=$?
-	bg=""
+built() { # name: waits for that background build; its log if it failed.
+	local pid=${bg[$1]:-} rc
+	[ -n "$pid" ] || return 0
+	wait "$pid"
+	rc=$?
+	unset "bg[$1]"
 	if ((rc != 0)); then
-		echo "=== compiling the e2e and packaging tests failed (exit $rc):"
-		cat "$prebuilt/build.log"
+		echo "=== compiling the $1 tests failed (exit $rc):"
+		cat "$prebuilt/$1.log"
 		return "$rc"
 	fi
 }
-phase "(wait for build)" prebuilt_ok
+phase "(wait: packaging)" built packaging
+phase check-packaging "$MAKE" --no-print-directory check-packaging PREBUILT="$prebuilt"
+phase "(wait: e2e)" built e2e
 use=()
 if [ -x "$prebuilt/e2e.test" ]; then
 	use=(PREBUILT="$prebuilt")
 fi
-phase check-packaging "$MAKE" --no-print-directory check-packaging "${use[@]}"
 phase e2e "$MAKE" --no-print-directory e2e "${use[@]}"
 phase e2e-container "$MAKE" --no-print-directory e2e-container "${use[@]}"
 report

@@ -378,9 +378,11 @@ func TestUdevLinksExposed(t *testing.T) {
 func buildImage(t *testing.T) string {
 	t.Helper()
 	ctxDir := t.TempDir()
-	for name, tags := range map[string]string{"smarter-device-manager": "", draBinary: "dra"} {
+	// make image's build (BUILDFLAGS, DRAFLAGS): what ships, and the same
+	// build the suite's other static builds make, compiled once.
+	for name, tags := range map[string]string{"smarter-device-manager": "grpcnotrace,nethttpomithttp2", draBinary: "grpcnotrace,dra"} {
 		bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, name)
-		build := exec.Command(goTool(), "build", "-trimpath", "-tags="+tags, "-o", bin, ".")
+		build := exec.Command(goTool(), "build", "-trimpath", "-tags="+tags, "-ldflags=-s -w", "-o", bin, ".")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("static build of %s: %v\n%s", name, err, out)
