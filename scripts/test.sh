@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # make test (and so .ci/run): every phase of the suite in order, each
 # timed, a table of the times at the end. What makes it faster than the
-# phases one after another: the two other modules' test binaries (e2e/,
-# packaging/check/: Kubernetes, containerd, helm) are vetted and compiled
-# in the background, at nice 19, from the start, so they use the CPU the
-# unit tests leave idle while they wait on sockets, timers and the kernel,
-# and yield it whenever the foreground wants it. Their phases then run
-# those binaries instead of linking them again (docs/development.md has
-# the figures). Nothing is skipped that `make deps vet fuzz unit
-# check-packaging e2e e2e-container` would run.
+# phases one after another: the other modules' test binaries (e2e/,
+# packaging/check/: Kubernetes, containerd) and the tools they run (helm,
+# kustomize) are vetted and compiled in the background, at nice 19, from
+# the end of vet on, so they use the CPU the fuzz and unit tests leave
+# idle while they wait on sockets, timers and the kernel, and yield it
+# whenever the foreground wants it. Their phases then run those binaries
+# instead of linking them again (docs/development.md has the figures).
+# Nothing is skipped that `make deps vet fuzz unit check-packaging e2e
+# e2e-container` would run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -16,16 +17,13 @@ MAKE=${MAKE:-make}
 GO=${GO:-go}
 
 prebuilt=$(mktemp -d "${TMPDIR:-/tmp}/sdm-test-bin.XXXXXX") || exit 1
-declare -A bg=() # background builds: name -> PID
+bg="" # the background build's PID
 cleanup() {
-	# Only our own background builds, by PID, and only while they run.
-	local pid
-	for pid in "${bg[@]}"; do
-		if [[ "$pid" =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -0 "$pid" 2>/dev/null; then
-			kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null
-			wait "$pid" 2>/dev/null
-		fi
-	done
+	# Only our own background build, by its PID, and only while it runs.
+	if [[ "$bg" =~ ^[0-9]+$ ]] && ((bg > 1)) && kill -0 "$bg" 2>/dev/null; then
+		kill -- "-$bg" 2>/dev/null || kill "$bg" 2>/dev/null
+		wait "$bg" 2>/dev/null
+	fi
 	rm -rf "$prebuilt"
 }
 trap cleanup EXIT
@@ -60,52 +58,46 @@ report() {
 
 phase deps "$MAKE" --no-print-directory deps
 
-# The background builds, each in its own process group (so cleanup ends
-# all of it), at nice 19, logging to $prebuilt/<name>.log, shown only on a
-# failure: the packaging module's test binary and the helm and kustomize
-# its tests run (they build them into bin/ again: compiled already, only
-# linked), and the e2e module's test binaries, each vetted first as its
-# make target does. As a normal user the e2e suite skips: not built.
-background() { # name, command...
-	local name=$1
-	shift
-	set -m
-	("$@" >"$prebuilt/$name.log" 2>&1) &
-	bg[$name]=$!
-	set +m
+# The background build, in its own process group (so cleanup ends all of
+# it), at nice 19, logging to $prebuilt/build.log, shown only on a failure:
+# the e2e module's test binaries, then the packaging module's, each vetted
+# first as its make target does, then helm and kustomize, which the
+# packaging and e2e tests build into bin/ (then only linked). One after the
+# other, and only once vet has compiled the daemon's module: concurrent go
+# commands would each compile what they share (client-go and the API types
+# are the same build in all three), where one after the other the later
+# finds it in the cache. As a normal user the e2e suite skips: not built.
+build_others() {
+	if [ "$(id -u)" = 0 ]; then
+		(cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...) || return
+	fi
+	(cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" .) &&
+		nice -n 19 "$GO" build -C tools/helm -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
+		nice -n 19 "$GO" build -C tools/kustomize -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
 }
-build_packaging() {
-	cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" . &&
-		cd ../../tools/helm && nice -n 19 "$GO" build -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
-		cd ../kustomize && nice -n 19 "$GO" build -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
-}
-build_e2e() {
-	cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...
-}
-background packaging build_packaging
-if [ "$(id -u)" = 0 ]; then
-	background e2e build_e2e
-fi
 
 phase vet "$MAKE" --no-print-directory vet
+set -m
+(build_others >"$prebuilt/build.log" 2>&1) &
+bg=$!
+set +m
 phase fuzz "$MAKE" --no-print-directory fuzz
 phase unit "$MAKE" --no-print-directory unit
 
-built() { # name: waits for that background build; its log if it failed.
-	local pid=${bg[$1]:-} rc
-	[ -n "$pid" ] || return 0
-	wait "$pid"
+built() { # waits for the background build; its log if it failed.
+	local rc
+	[ -n "$bg" ] || return 0
+	wait "$bg"
 	rc=$?
-	unset "bg[$1]"
+	bg=""
 	if ((rc != 0)); then
-		echo "=== compiling the $1 tests failed (exit $rc):"
-		cat "$prebuilt/$1.log"
+		echo "=== compiling the e2e and packaging tests failed (exit $rc):"
+		cat "$prebuilt/build.log"
 		return "$rc"
 	fi
 }
-phase "(wait: packaging)" built packaging
+phase "(wait for build)" built
 phase check-packaging "$MAKE" --no-print-directory check-packaging PREBUILT="$prebuilt"
-phase "(wait: e2e)" built e2e
 use=()
 if [ -x "$prebuilt/e2e.test" ]; then
 	use=(PREBUILT="$prebuilt")
