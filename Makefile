@@ -93,14 +93,10 @@ check: vet
 deps:
 	bash scripts/test-deps.sh
 
-# vet checks the builds that ship (make build's CGO_ENABLED=0 and tags),
-# and so compiles their dependencies once for the whole suite: the static
-# builds of the .deb, image and e2e tests, and (client-go, the API types)
-# the e2e module's test binary, also built with CGO_ENABLED=0, reuse them.
 vet:
 	test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
-	CGO_ENABLED=0 $(GO) vet -tags $(BUILDTAGS) ./...
-	CGO_ENABLED=0 $(GO) vet -tags $(DRATAGS) ./cmd/...
+	$(GO) vet ./...
+	$(GO) vet -tags dra ./cmd/...
 
 # (The command's DRA-only files build with -tags dra: their tests run here
 # too, the rest of the command's ran untagged.) -p 4: four packages' tests
@@ -127,13 +123,13 @@ e2e:
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e: SKIPPED: the real-kubelet suite needs root on Linux (kubelet sockets, zram)"; \
 	else \
-		cd e2e && CGO_ENABLED=0 $(GO) vet ./... && \
+		cd e2e && $(GO) vet ./... && \
 		if [ -n "$(PREBUILT)" ]; then \
 			$(PREBUILT)/e2e.test -test.count=1 -test.timeout=40m -test.skip='^TestContainer' && \
 			echo "ok  	e2e (prebuilt)" && \
 			cd probe && $(PREBUILT)/probe.test -test.count=1 -test.timeout=40m && echo "ok  	e2e/probe (prebuilt)"; \
 		else \
-			CGO_ENABLED=0 $(GO) test -count=1 -timeout 40m -skip '^TestContainer' ./...; \
+			$(GO) test -count=1 -timeout 40m -skip '^TestContainer' ./...; \
 		fi; \
 	fi
 
@@ -150,7 +146,7 @@ e2e-container: deps
 		cd e2e && if [ -n "$(PREBUILT)" ]; then \
 			$(PREBUILT)/e2e.test -test.count=1 -test.timeout=20m -test.run='^TestContainer'; \
 		else \
-			CGO_ENABLED=0 $(GO) test -count=1 -timeout 20m -run '^TestContainer'; \
+			$(GO) test -count=1 -timeout 20m -run '^TestContainer'; \
 		fi; \
 	fi
 

@@ -53,7 +53,7 @@ func releaseDaemon(t *testing.T) string {
 			return
 		}
 		releaseBin.path = filepath.Join(dir, "smarter-device-manager")
-		cmd := exec.Command(goTool(), "build", "-tags", "grpcnotrace,nethttpomithttp2", "-ldflags=-s -w", "-o", releaseBin.path, "./cmd/smarter-device-manager")
+		cmd := exec.Command(goTool(), "build", "-trimpath", "-tags", "grpcnotrace,nethttpomithttp2", "-ldflags=-s -w", "-o", releaseBin.path, "./cmd/smarter-device-manager")
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

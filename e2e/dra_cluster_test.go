@@ -69,7 +69,6 @@ func requireDRABinary(t *testing.T) {
 		}
 		cmd := exec.Command(goTool(), append(args, "./cmd/smarter-device-manager")...)
 		cmd.Dir = ".."
-		cmd.Env = daemonBuildEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			draBin.err = fmt.Errorf("building the DRA binary: %w\n%s", err, out)
 		}

@@ -68,7 +68,6 @@ func testMain(m *testing.M) int {
 	}
 	args = append(args, "./cmd/smarter-device-manager")
 	cmd := exec.Command(goTool(), args...)
-	cmd.Env = daemonBuildEnv()
 	// The daemon is built in its own module, the parent directory.
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -113,16 +112,6 @@ func goTool() string {
 // API server) is the slowest part of the suite to compile, twice as slow
 // with -race.
 func daemonRace() bool { return os.Getenv("SDM_E2E_DAEMON_RACE") != "0" }
-
-// daemonBuildEnv is the environment of the daemon's -race builds: the race
-// detector needs cgo, which make e2e turns off for the test binary itself
-// (CGO_ENABLED=0, so that it shares its compile with the static builds).
-func daemonBuildEnv() []string {
-	if daemonRace() {
-		return append(os.Environ(), "CGO_ENABLED=1")
-	}
-	return os.Environ()
-}
 
 // requireSuite skips the test when TestMain found it cannot run here.
 func requireSuite(t *testing.T) {

@@ -174,8 +174,6 @@ func buildTool(t *testing.T, name, pkg string) string {
 	bin := filepath.Join(root, "bin", name)
 	cmd := exec.Command(goTool(), "build", "-o", bin, pkg)
 	cmd.Dir = filepath.Join(root, "tools", name)
-	// As make test's background build compiles it: then only linked here.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", name, err, out)
 	}

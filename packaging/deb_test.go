@@ -98,15 +98,13 @@ func TestDebInstallsAndRemoves(t *testing.T) {
 	tmp := t.TempDir()
 	dist := filepath.Join(tmp, "dist")
 	outDir := filepath.Join(tmp, "out")
-	// With make release's tags (BUILDTAGS, DRATAGS) and CGO_ENABLED=0: the
-	// binaries that ship, and the same build as make vet's and the suite's
-	// other static builds, so a cold run compiles it once (no -trimpath:
-	// it changes only the file names the binary holds, and the e2e suite,
-	// which shares the build, cannot have it).
+	// With make release's tags (BUILDTAGS, DRATAGS): the binaries that
+	// ship, and the same build the other static builds of the suite make,
+	// so a cold run compiles it once.
 	for name, tags := range map[string]string{pkgName: "grpcnotrace,nethttpomithttp2", pkgName + "-dra": "grpcnotrace,dra"} {
 		bin := filepath.Join(dist, "linux-"+runtime.GOARCH, name)
 		if out, err := run(t, 10*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + runtime.GOARCH, "GOARM=7"},
-			goTool, "build", "-C", root, "-tags="+tags, "-ldflags=-s -w", "-o", bin, "./cmd/smarter-device-manager"); err != nil {
+			goTool, "build", "-C", root, "-trimpath", "-tags="+tags, "-ldflags=-s -w", "-o", bin, "./cmd/smarter-device-manager"); err != nil {
 			t.Fatalf("go build %s: %v\n%s", name, err, out)
 		}
 	}

@@ -62,19 +62,18 @@ phase deps "$MAKE" --no-print-directory deps
 # it), at nice 19, logging to $prebuilt/build.log, shown only on a failure:
 # the e2e module's test binaries, then the packaging module's, each vetted
 # first as its make target does, then helm and kustomize, which the
-# packaging and e2e tests build into bin/ (then only linked), all with
-# CGO_ENABLED=0 as vet's and the tests' builds are. One after the
+# packaging and e2e tests build into bin/ (then only linked). One after the
 # other, and only once vet has compiled the daemon's module: concurrent go
 # commands would each compile what they share (client-go and the API types
 # are the same build in all three), where one after the other the later
 # finds it in the cache. As a normal user the e2e suite skips: not built.
 build_others() {
 	if [ "$(id -u)" = 0 ]; then
-		(cd e2e && CGO_ENABLED=0 nice -n 19 "$GO" vet ./... && CGO_ENABLED=0 nice -n 19 "$GO" test -c -o "$prebuilt/" ./...) || return
+		(cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...) || return
 	fi
 	(cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" .) &&
-		CGO_ENABLED=0 nice -n 19 "$GO" build -C tools/helm -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
-		CGO_ENABLED=0 nice -n 19 "$GO" build -C tools/kustomize -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
+		nice -n 19 "$GO" build -C tools/helm -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
+		nice -n 19 "$GO" build -C tools/kustomize -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
 }
 
 phase vet "$MAKE" --no-print-directory vet

@@ -378,12 +378,11 @@ func TestUdevLinksExposed(t *testing.T) {
 func buildImage(t *testing.T) string {
 	t.Helper()
 	ctxDir := t.TempDir()
-	// make image's build (BUILDFLAGS, DRAFLAGS) but -trimpath, which changes
-	// only file names: what ships, and the build make vet and the suite's
-	// other static builds make, compiled once.
+	// make image's build (BUILDFLAGS, DRAFLAGS): what ships, and the same
+	// build the suite's other static builds make, compiled once.
 	for name, tags := range map[string]string{"smarter-device-manager": "grpcnotrace,nethttpomithttp2", draBinary: "grpcnotrace,dra"} {
 		bin := filepath.Join(ctxDir, "dist", "linux-"+runtime.GOARCH, name)
-		build := exec.Command(goTool(), "build", "-tags="+tags, "-ldflags=-s -w", "-o", bin, ".")
+		build := exec.Command(goTool(), "build", "-trimpath", "-tags="+tags, "-ldflags=-s -w", "-o", bin, ".")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("static build of %s: %v\n%s", name, err, out)

@@ -259,8 +259,6 @@ func tool(t *testing.T, name, pkg string) string {
 	bin := filepath.Join(root, "bin", name)
 	cmd := exec.Command(goTool(), "build", "-o", bin, pkg)
 	cmd.Dir = filepath.Join(root, "tools", name)
-	// As make test's background build compiles it: then only linked here.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s from tools/%s: %v\n%s", name, name, err, out)
 	}

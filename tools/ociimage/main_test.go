@@ -43,7 +43,7 @@ func goBuild(t *testing.T, dir, goarch, goarm, out string, args ...string) {
 	if err != nil {
 		t.Fatalf("no go command: %v", err)
 	}
-	cmd := exec.CommandContext(t.Context(), goTool, append([]string{"build", "-o", out}, args...)...)
+	cmd := exec.CommandContext(t.Context(), goTool, append([]string{"build", "-trimpath", "-o", out}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch, "GOARM="+goarm, "GOWORK=off")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -474,9 +474,8 @@ func TestDockerRunsDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	dist := t.TempDir()
-	// make release's build (BUILDFLAGS) but -trimpath, which changes only
-	// file names: what ships, compiled once with make vet's and the suite's
-	// other static builds of it.
+	// make release's build (BUILDFLAGS): what ships, compiled once with the
+	// suite's other static builds of it.
 	goBuild(t, root, runtime.GOARCH, goarm, binaryPath(dist, p), "-tags=grpcnotrace,nethttpomithttp2", "-ldflags=-s -w", "./cmd/smarter-device-manager")
 
 	suffix := make([]byte, 6)
