@@ -106,17 +106,23 @@ func zramDisk(t *testing.T, z int) string {
 }
 
 // udevLinks makes udevd give every zram device a by-id link, as it gives
-// a USB serial adapter /dev/serial/by-id/usb-…: a rule file of the test's
-// in /run/udev/rules.d, removed at cleanup. Call it before zramAdd.
+// a USB serial adapter /dev/serial/by-id/usb-…. Call it before zramAdd.
 func udevLinks(t *testing.T) {
 	t.Helper()
 	testkernel.Udevd(t)
+	udevRule(t, "99-smarter-device-manager-container-test.rules", `KERNEL=="zram*", SYMLINK+="serial/by-id/usb-sdm-e2e_GPS_%k-if00"`+"\n")
+}
+
+// udevRule installs a rule file of the test's in /run/udev/rules.d and has
+// the running udevd reload its rules; cleanup removes it and reloads.
+func udevRule(t *testing.T, name, rule string) {
+	t.Helper()
 	const dir = "/run/udev/rules.d"
-	file := filepath.Join(dir, "99-smarter-device-manager-container-test.rules")
+	file := filepath.Join(dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(file, []byte(`KERNEL=="zram*", SYMLINK+="serial/by-id/usb-sdm-e2e_GPS_%k-if00"`+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(rule), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

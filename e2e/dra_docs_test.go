@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -57,22 +56,7 @@ func TestDRADocsClaims(t *testing.T) {
 	// runs when the daemon starts, so it reads udev's properties.
 	testkernel.Udevd(t)
 	z := zramAdd(t)
-	rule := filepath.Join("/run/udev/rules.d", "99-smarter-device-manager-docs-test.rules")
-	if err := os.MkdirAll(filepath.Dir(rule), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(rule, fmt.Appendf(nil, "KERNEL==\"zram%d\", ENV{ID_SERIAL_SHORT}=%q\n", z, docsSerial), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.Remove(rule)
-		if err := testkernel.UdevadmControl("--reload"); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := testkernel.UdevadmControl("--reload"); err != nil {
-		t.Fatal(err)
-	}
+	udevRule(t, "99-smarter-device-manager-docs-test.rules", fmt.Sprintf("KERNEL==\"zram%d\", ENV{ID_SERIAL_SHORT}=%q\n", z, docsSerial))
 	if out, err := exec.Command("udevadm", "trigger", "--action=change", "--settle", fmt.Sprintf("/sys/block/zram%d", z)).CombinedOutput(); err != nil {
 		t.Fatalf("udevadm trigger: %v\n%s", err, out)
 	}
