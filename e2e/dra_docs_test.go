@@ -51,9 +51,11 @@ func kindOf(doc []byte) string {
 // the whole claim, wherever a serial-less device is in the pool.
 func TestDRADocsClaims(t *testing.T) {
 	requireZram(t)
-	// The serial comes from udev's database, as a USB adapter's does: a
-	// rule of the test's gives one zram device ID_SERIAL_SHORT, and udevd
-	// runs when the daemon starts, so it reads udev's properties.
+	// The serial comes from udev's database, as a USB adapter's does (on a
+	// real adapter Debian's /lib/udev/rules.d/60-serial.rules imports
+	// udev's usb_id builtin, which sets ID_SERIAL_SHORT from the USB
+	// serial): a rule of the test's gives one zram device the property,
+	// and udevd runs when the daemon starts, so it reads udev's database.
 	testkernel.Udevd(t)
 	z := zramAdd(t)
 	udevRule(t, "99-smarter-device-manager-docs-test.rules", fmt.Sprintf("KERNEL==\"zram%d\", ENV{ID_SERIAL_SHORT}=%q\n", z, docsSerial))
