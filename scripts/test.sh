@@ -60,20 +60,26 @@ phase deps "$MAKE" --no-print-directory deps
 
 # The background build, in its own process group (so cleanup ends all of
 # it), at nice 19, logging to $prebuilt/build.log, shown only on a failure:
-# the e2e module's test binaries, then the packaging module's, each vetted
-# first as its make target does, then helm and kustomize, which the
-# packaging and e2e tests build into bin/ (then only linked). One after the
+# the e2e module's test binaries, vetted first as its make target does,
+# then helm and kustomize, which the packaging and e2e tests build into
+# bin/ (then only linked), then the packaging module's. One after the
 # other, and only once vet has compiled the daemon's module: concurrent go
 # commands would each compile what they share (client-go and the API types
 # are the same build in all three), where one after the other the later
 # finds it in the cache. As a normal user the e2e suite skips: not built.
 build_others() {
+	local rc=0
 	if [ "$(id -u)" = 0 ]; then
-		(cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...) || return
+		(cd e2e && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" ./...) || rc=$?
 	fi
-	(cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" .) &&
-		nice -n 19 "$GO" build -C tools/helm -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
-		nice -n 19 "$GO" build -C tools/kustomize -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5
+	# The e2e phases start on this; the rest builds while they run.
+	echo "$rc" >"$prebuilt/e2e.rc"
+	((rc == 0)) || return "$rc"
+	# helm and kustomize first: the e2e suite's last test builds them too
+	# (then it only links them).
+	nice -n 19 "$GO" build -C tools/helm -o "$prebuilt/helm" helm.sh/helm/v3/cmd/helm &&
+		nice -n 19 "$GO" build -C tools/kustomize -o "$prebuilt/kustomize" sigs.k8s.io/kustomize/kustomize/v5 &&
+		(cd packaging/check && nice -n 19 "$GO" vet ./... && nice -n 19 "$GO" test -c -o "$prebuilt/" .)
 }
 
 phase vet "$MAKE" --no-print-directory vet
@@ -84,24 +90,38 @@ set +m
 phase fuzz "$MAKE" --no-print-directory fuzz
 phase unit "$MAKE" --no-print-directory unit
 
-built() { # waits for the background build; its log if it failed.
+failed_build() { # the background build's log, and its exit status.
+	echo "=== compiling the e2e and packaging tests failed (exit $1):"
+	cat "$prebuilt/build.log"
+	return "$1"
+}
+e2e_built() { # waits until the e2e test binaries are built (or failed).
+	local rc
+	while ! [ -s "$prebuilt/e2e.rc" ] && kill -0 "$bg" 2>/dev/null; do
+		sleep 0.2
+	done
+	rc=$(cat "$prebuilt/e2e.rc" 2>/dev/null)
+	[ -n "$rc" ] || { built; return; } # ended before writing it
+	((rc == 0)) || failed_build "$rc"
+}
+built() { # waits for the whole background build.
 	local rc
 	[ -n "$bg" ] || return 0
 	wait "$bg"
 	rc=$?
 	bg=""
-	if ((rc != 0)); then
-		echo "=== compiling the e2e and packaging tests failed (exit $rc):"
-		cat "$prebuilt/build.log"
-		return "$rc"
-	fi
+	((rc == 0)) || failed_build "$rc"
 }
-phase "(wait for build)" built
-phase check-packaging "$MAKE" --no-print-directory check-packaging PREBUILT="$prebuilt"
+# The e2e phases mostly wait (on the kubelet, the API server, sockets and
+# timers: 18 CPU-seconds in 72 s): the packaging tests, helm and
+# kustomize compile meanwhile, and check-packaging runs last.
+phase "(wait for e2e build)" e2e_built
 use=()
 if [ -x "$prebuilt/e2e.test" ]; then
 	use=(PREBUILT="$prebuilt")
 fi
 phase e2e "$MAKE" --no-print-directory e2e "${use[@]}"
 phase e2e-container "$MAKE" --no-print-directory e2e-container "${use[@]}"
+phase "(wait for build)" built
+phase check-packaging "$MAKE" --no-print-directory check-packaging PREBUILT="$prebuilt"
 report
