@@ -175,7 +175,10 @@ e2e-cluster: deps
 # bookworm container whose PID 1 is the real systemd, made by
 # scripts/node-image.sh (mmdebstrap from Debian's mirror, then docker import;
 # cached by the script's hash), with the project's .deb installed in it and
-# its unit checked through systemctl and journalctl. Needs root, a Docker
+# its unit checked through systemctl and journalctl; TestNodeReboot joins
+# two such nodes, running the cluster suite's kubelet and containerd
+# (scripts/cluster-build.sh's cache, built first if missing) as units, to a
+# control plane on this machine and reboots them. Needs root, a Docker
 # engine and, for the first image build, Debian's mirror (mmdebstrap is
 # installed with apt-get when missing); no container registry. Not part of
 # `make test`. Everything runs under nice -n 19.
@@ -183,8 +186,9 @@ e2e-nodes:
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e-nodes: SKIPPED: the node suite needs root on Linux (Docker, systemd in a container)"; \
 	else \
+		bin=$$(nice -n 19 bash scripts/cluster-build.sh | tail -n 1) && \
 		cd cluster && nice -n 19 $(GO) vet ./... && \
-		nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestNode' .; \
+		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestNode' .; \
 	fi
 
 # What packaging/ ships: every manifest decoded strictly into the API types,

@@ -61,6 +61,11 @@ type cluster struct {
 	madeDirs       []string          // host directories the DaemonSet's volumes created
 	zram           []int             // zram devices hot-added, removed at teardown
 	madeKubeletDir bool
+	// The node suite (nodes_reboot_test.go): the control plane only, its
+	// kubelets in node containers; the host's kubelet directory is left
+	// alone, and the API server's certificate names these addresses too.
+	noHostKubelet bool
+	extraHosts    []string
 }
 
 // binDir finds the cluster's binaries: SDM_CLUSTER_BIN (make e2e-cluster
@@ -173,6 +178,7 @@ func (c *cluster) certs() error {
 	if ip := hostIP(); ip != "" {
 		hosts = append(hosts, ip)
 	}
+	hosts = append(hosts, c.extraHosts...)
 	for _, x := range []struct {
 		name, cn string
 		orgs     []string
@@ -640,6 +646,15 @@ func (c *cluster) clearState() {
 		if err := killPIDs(filepath.Join(c.bin, "containerd-shim-runc-v2")); err != nil {
 			c.t.Log(err)
 		}
+	}
+	if c.noHostKubelet {
+		unmountUnder(baseDir, runDir)
+		for _, d := range []string{baseDir, runDir} {
+			if err := os.RemoveAll(d); err != nil {
+				c.t.Logf("cluster: remove %s: %v", d, err)
+			}
+		}
+		return
 	}
 	unmountUnder(baseDir, runDir, kubeletDir)
 	removeCgroups(podCgroup)

@@ -340,7 +340,7 @@ func (c *cluster) poll(t *testing.T, what string, f func() (bool, string)) {
 			return
 		}
 		last = state
-		if k := c.kubelet(); k.exited() {
+		if k := c.kubelet(); k != nil && k.exited() {
 			t.Fatalf("%s: the kubelet exited: %v\n%s", what, k.err, k.tail(40))
 		}
 		time.Sleep(250 * time.Millisecond)

@@ -107,12 +107,18 @@ func nodeImage() (string, error) {
 // run arguments go in extra.
 func startNode(t *testing.T, image string, extra ...string) *node {
 	t.Helper()
+	return startNodeNamed(t, image, "sdm-e2e-node-"+strconv.Itoa(os.Getpid()), extra...)
+}
+
+// startNodeNamed is startNode with the container's name given.
+func startNodeNamed(t *testing.T, image, name string, extra ...string) *node {
+	t.Helper()
 	pid := strconv.Itoa(os.Getpid())
 	// The ID is written once the container exists, so a container whose
 	// start fails is still removed by its ID.
 	cidFile := filepath.Join(t.TempDir(), "cid")
 	args := []string{"run", "-d", "--cidfile", cidFile,
-		"--label", nodeLabel + "=" + pid, "--name", "sdm-e2e-node-" + pid,
+		"--label", nodeLabel + "=" + pid, "--name", name,
 		// What systemd needs as PID 1 without --privileged (refused where
 		// CAP_SYS_RESOURCE is outside the bounding set): every other
 		// capability, its own seccomp filters (the unit's sandboxing), a

@@ -59,12 +59,15 @@ masked="systemd-binfmt.service systemd-modules-load.service
 # minbase: Essential packages and apt, the smallest base; then only what a
 # node's init needs: systemd and /sbin/init (systemd-sysv), dbus (logind,
 # systemctl's bus clients) and udev (the unit under test Wants= it; in a
-# container it skips itself: ConditionPathIsReadWrite=/sys). No Recommends:
+# container it skips itself: ConditionPathIsReadWrite=/sys); for a worker
+# node (nodes_reboot_test.go: kubelet and containerd, bind-mounted from the
+# cluster suite's cache, run as units) Debian's runc, as on the host, and
+# mount (the kubelet mounts tmpfs volumes with it). No Recommends:
 # the image holds what is named here and what that depends on.
 # The mirrors are named, -updates and -security included, so the image
 # carries bookworm's current fixes whatever mmdebstrap's defaults are.
 mmdebstrap --variant=minbase \
-	--include=systemd,systemd-sysv,dbus,udev \
+	--include=systemd,systemd-sysv,dbus,udev,runc,mount \
 	--aptopt='APT::Install-Recommends "false"' \
 	--customize-hook='chroot "$1" systemctl mask '"$(echo $masked)" \
 	bookworm "$tmp/rootfs.tar" \
