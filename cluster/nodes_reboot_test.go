@@ -25,11 +25,12 @@ import (
 // controller manager) that runs on this machine as in TestCluster. Each
 // node has its own network namespace (Docker's bridge), its own /dev (the
 // devices given to it, and only those) and its own disk (its container's
-// file system; containerd's root on a host directory, as overlayfs cannot
-// stack on Docker's). A reboot is a reboot of the container: `docker
-// restart` (systemd shuts down cleanly) or `docker kill` and `docker start`
-// (power cut): every process of the node dies, its /run and /dev are
-// fresh, its disk stays.
+// file system; containerd's and the kubelet's roots on host directories, as
+// overlayfs and cAdvisor need a real file system). A reboot is a reboot of
+// the container: `docker stop` (systemd shuts down cleanly) or `docker kill`
+// (power cut), then `docker start`: every process of the node dies, its
+// /run and /dev are fresh, its cgroups are removed in between (they live in
+// this machine's kernel), its disk stays.
 
 const (
 	// What the node containers bind-mount from this machine.
@@ -181,8 +182,8 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 	zdev := fmt.Sprintf("/dev/zram%d", dev)
 	n := startNodeNamed(t, image, "sdm-e2e-"+name+"-"+strconv.Itoa(os.Getpid()),
 		"--hostname", name,
-		// systemd shuts down on SIGRTMIN+3: `docker restart` is then a
-		// clean reboot.
+		// systemd shuts down on SIGRTMIN+3: `docker stop` is then a clean
+		// shutdown.
 		"--stop-signal", "SIGRTMIN+3",
 		"-v", c.bin+":"+nodeBinDir+":ro",
 		"-v", filepath.Join(host, "containerd")+":/var/lib/containerd",
@@ -211,6 +212,10 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 	w.write("/etc/systemd/system/containerd.service", nodeContainerdUnit)
 	w.write("/var/lib/kubelet/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name))
 	w.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(nodeKubeletUnit, name, name))
+	// A persistent journal (journald's Storage=auto keeps it once the
+	// directory exists), as a node on a disk has: each boot's is read back.
+	w.must("mkdir", "-p", "/var/log/journal")
+	w.must("journalctl", "--flush")
 	w.must("systemctl", "daemon-reload")
 	w.must("systemctl", "enable", "--now", "containerd.service")
 	for _, img := range images {
@@ -261,6 +266,62 @@ func (w *worker) copyIn(src, dst string) {
 	if _, err := dockerCmd(2*time.Minute, "cp", src, w.id+":"+dst); err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+// bootTimeline reads the node's journal since the reboot and returns
+// when (after since) journald, containerd and the kubelet started, the device plugins registered
+// with it (the first and the last registration request), and the kubelet
+// first took pods bound to it from the API server ("SyncLoop ADD" with
+// pods: the admission of those pods follows at once).
+func (w *worker) bootTimeline(since time.Time) string {
+	out, err := w.exec("journalctl", "-b", "0", "-o", "short-unix", "--no-pager")
+	if err != nil {
+		return err.Error()
+	}
+	marks := []struct{ name, substr string }{
+		{"journal", "systemd-journald"},
+		{"containerd started", "Started containerd.service"},
+		{"kubelet started", "Started kubelet.service"},
+		{"daemon started", "Started smarter-device-manager.service"},
+		{"first plugin registered", "Got registration request from device plugin"},
+		{"first pods from the API", `"SyncLoop ADD" source="api" pods=["`},
+	}
+	at := map[string]float64{}
+	var lastReg float64
+	for _, line := range strings.Split(out, "\n") {
+		ts, rest, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		sec, err := strconv.ParseFloat(ts, 64)
+		if err != nil {
+			continue
+		}
+		// A container shares the host's boot ID: -b 0 holds every boot
+		// of the node; this one's entries are those after since.
+		off := sec - float64(since.UnixNano())/1e9
+		if off < 0 {
+			continue
+		}
+		for _, m := range marks {
+			if _, done := at[m.name]; !done && strings.Contains(rest, m.substr) {
+				at[m.name] = off
+			}
+		}
+		if strings.Contains(rest, "Got registration request from device plugin") {
+			lastReg = off
+		}
+	}
+	var parts []string
+	for _, m := range marks {
+		if v, ok := at[m.name]; ok {
+			parts = append(parts, fmt.Sprintf("%s +%.1f s", m.name, v))
+		}
+	}
+	if lastReg > 0 {
+		parts = append(parts, fmt.Sprintf("last plugin registered +%.1f s", lastReg))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // journal is the last lines of a unit's journal in the node, for a failure.
@@ -423,6 +484,31 @@ func (c *cluster) running(t *testing.T, wl workload) (*corev1.Pod, string) {
 	return nil, ""
 }
 
+// The two reboots: systemd shuts the node down (SIGRTMIN+3, what
+// `docker stop` sends it here), or its power goes (SIGKILL to every
+// process of the node).
+const (
+	cleanReboot = "reboot (docker stop, start)"
+	powerCut    = "power cut (docker kill, start)"
+)
+
+// removeCgroupsWait removes the cgroup name in every hierarchy, retrying
+// while the kernel still holds one (its last tasks exiting).
+func removeCgroupsWait(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		removeCgroups(name)
+		left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroups of the stopped node still there after %v: %v", timeout, left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // rebootResult is what one workload went through in one reboot.
 type rebootResult struct {
 	wl         workload
@@ -558,7 +644,7 @@ func TestNodeReboot(t *testing.T) {
 		c.waitWorkload(t, wl, "")
 	}
 
-	for _, kind := range []string{"docker restart", "docker kill + start"} {
+	for _, kind := range []string{cleanReboot, powerCut} {
 		for _, w := range []*worker{a, bn} {
 			var mine []workload
 			for _, wl := range wls {
@@ -585,7 +671,7 @@ func TestNodeReboot(t *testing.T) {
 				if r.back > 0 {
 					back = fmt.Sprintf("%.1f s", r.back.Seconds())
 				}
-				t.Logf("REBOOT %-20s %-9s %-10s running with its device again after %-8s UnexpectedAdmissionError %d %s",
+				t.Logf("REBOOT %-30s %-9s %-10s running with its device again after %-8s UnexpectedAdmissionError %d %s",
 					kind, mode, what, back, r.admissions, r.message)
 				if w == a && r.admissions > 0 {
 					t.Errorf("node %s (systemd service before the kubelet), %s: %d pods refused with %s after %s: %s",
@@ -660,7 +746,7 @@ func (c *cluster) waitWorkload(t *testing.T, wl workload, old string) *corev1.Po
 	return p
 }
 
-// reboot reboots node w (kind: "docker restart", or "docker kill + start")
+// reboot reboots node w (kind: cleanReboot or powerCut)
 // and measures each workload of it: the time until a new container of it
 // runs with its device, and the pods refused at admission.
 func (c *cluster) reboot(t *testing.T, w *worker, kind string, wls []workload) []rebootResult {
@@ -681,18 +767,23 @@ func (c *cluster) reboot(t *testing.T, w *worker, kind string, wls []workload) [
 		}
 	}
 	begin := time.Now()
-	switch kind {
-	case "docker restart":
-		if _, err := dockerCmd(3*time.Minute, "restart", "--time", "60", w.id); err != nil {
-			t.Fatal(err)
-		}
-	default:
-		if _, err := dockerCmd(time.Minute, "kill", w.id); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := dockerCmd(time.Minute, "start", w.id); err != nil {
-			t.Fatal(err)
-		}
+	// Stopped, then started: a node's cgroups live in this machine's
+	// kernel, not in its container, so they outlive it; a real reboot
+	// starts with none, and the kubelet's cAdvisor spends seconds on each
+	// stale one (25 s for four here). So they go in between, as the
+	// machine's power going does.
+	stop := []string{"stop", "--time", "60", w.id}
+	if kind == powerCut {
+		stop = []string{"kill", w.id}
+	}
+	if _, err := dockerCmd(3*time.Minute, stop...); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeCgroupsWait(w.name, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dockerCmd(time.Minute, "start", w.id); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("node %s: %s took %s", w.name, kind, time.Since(begin).Round(time.Millisecond))
 
@@ -731,6 +822,7 @@ func (c *cluster) reboot(t *testing.T, w *worker, kind string, wls []workload) [
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	t.Logf("TIMELINE %s %s, from the reboot: %s", w.name, kind, w.bootTimeline(begin))
 	for i, wl := range wls {
 		if res[i].back > 0 {
 			p, _ := c.running(t, wl)

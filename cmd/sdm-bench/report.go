@@ -28,6 +28,8 @@ type report struct {
 	dra string
 	// attacks is the attack section, already Markdown (attackBench).
 	attacks string
+	// reboots is the node reboot section, already Markdown (rebootBench).
+	reboots string
 	// failed names the parts that failed (their error is on stderr).
 	failed []string
 }
@@ -166,6 +168,9 @@ func (r *report) markdown() string {
 	}
 	if r.attacks != "" {
 		w("\n%s", r.attacks)
+	}
+	if r.reboots != "" {
+		w("\n%s", r.reboots)
 	}
 
 	s := r.storm
