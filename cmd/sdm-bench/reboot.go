@@ -48,8 +48,8 @@ func rebootBench(c *config) (string, error) {
 	s.WriteString("The node suite's `TestNodeReboot` (`make e2e-nodes`): two worker nodes, containers whose PID 1 is systemd with\n")
 	s.WriteString("containerd and the kubelet as units, joined to a real control plane; node A runs the daemon as the `.deb`'s\n")
 	s.WriteString("service (ordered before the kubelet), node B as the DaemonSet. On each node a bare pod and a Deployment's pod hold\n")
-	s.WriteString("the node's zram device. Each node is rebooted with `docker restart` (systemd shuts down) and with `docker kill` +\n")
-	s.WriteString("`docker start` (a power cut). Per pod: the time from the reboot to a new container of it running with its device\n")
+	s.WriteString("the node's zram device. Each node is stopped cleanly (`docker stop`: systemd shuts down) or by a power cut (`docker\n")
+	s.WriteString("kill`), its cgroups removed, and started. Per pod: the time from the reboot to a new container of it running with its device\n")
 	s.WriteString("(its log read through the API server), and the pods the kubelet refused with `UnexpectedAdmissionError`.\n")
 	s.WriteString("Why: [docs/deployment.md](docs/deployment.md#after-a-node-reboot-daemonset-or-systemd-service).\n\n```\n")
 	for _, l := range reboots {
