@@ -190,7 +190,11 @@ func TestNodeSystemdService(t *testing.T) {
 
 // buildDeb builds the release binaries for this architecture with make
 // release's flags, then the .deb with scripts/package.sh, under dir.
-func buildDeb(dir string) (string, error) {
+func buildDeb(dir string) (string, error) { return buildDebVersion(dir, "") }
+
+// buildDebVersion is buildDeb with the package's version given (empty:
+// scripts/package.sh's default, from git describe).
+func buildDebVersion(dir, version string) (string, error) {
 	root, err := filepath.Abs("..")
 	if err != nil {
 		return "", fmt.Errorf("build deb: %w", err)
@@ -212,6 +216,9 @@ func buildDeb(dir string) (string, error) {
 	}
 	cmd := exec.Command("bash", filepath.Join(root, "scripts", "package.sh"))
 	cmd.Env = append(os.Environ(), "ARCHS="+runtime.GOARCH, "OUT="+out, "DIST="+dist)
+	if version != "" {
+		cmd.Env = append(cmd.Env, "VERSION="+version)
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("scripts/package.sh: %w\n%s", err, b)
 	}
