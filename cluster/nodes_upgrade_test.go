@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,19 +15,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-// TestNodeUpgrade is issue 21's package upgrade: on a worker node (as in
-// TestNodeReboot) the daemon runs from the .deb as the shipped unit, and a
-// bare pod and a Deployment's pod hold the node's zram device. The .deb is
-// upgraded to a later version with dpkg -i while they run. The test
-// watches the Node object through the API server the whole time and
-// asserts: the unit runs a new process of the new package; no pod's
-// container restarted; the device's capacity and allocatable never went
-// down in any write of the Node; a zram device plugged in after the
-// upgrade is served (allocatable, and a pod that opens it). Then dpkg
-// --purge leaves no file, unit or plugin socket of the daemon.
+// TestNodeUpgrade is issue 21's upgrades without losing a device, on two
+// worker nodes (as in TestNodeReboot), each with a bare pod and a
+// Deployment's pod holding its zram device. Node A runs the daemon from
+// the .deb as the shipped unit; the .deb is upgraded to a later version
+// with dpkg -i while the pods run. Node B runs the project's DaemonSet;
+// its image is updated (a rolling update). For each, a watch on the Node
+// records every write through the API server, and the test asserts: the
+// new daemon runs (a new process of the new package; the DaemonSet rolled
+// out), no pod's container restarted, no write of the Node lowered the
+// device's capacity or allocatable, and a zram device plugged in after
+// the upgrade is served (allocatable, and a pod that opens it). Then dpkg
+// --purge on node A leaves no file, unit or plugin socket of the daemon.
 func TestNodeUpgrade(t *testing.T) {
 	skipUnlessDocker(t)
 	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
@@ -47,12 +51,13 @@ func TestNodeUpgrade(t *testing.T) {
 		deb string
 		err error
 	}
+	oldDir, newDir := t.TempDir(), t.TempDir()
 	old, next := make(chan built, 1), make(chan built, 1)
 	go func() {
-		deb, err := buildDeb(filepath.Join(t.TempDir(), "old"))
+		deb, err := buildDeb(oldDir)
 		old <- built{deb, err}
 		// The later version: the same tree, packaged as the release after.
-		deb, err = buildDebVersion(filepath.Join(t.TempDir(), "new"), "99.0.0")
+		deb, err = buildDebVersion(newDir, "99.0.0")
 		next <- built{deb, err}
 	}()
 	image, err := nodeImage()
@@ -65,73 +70,69 @@ func TestNodeUpgrade(t *testing.T) {
 			t.Fatal(b.err)
 		}
 	}
+	dist := filepath.Join(oldDir, "dist", "linux-"+runtime.GOARCH)
 	t.Logf("image %s, %s and %s ready in %.1f s", image, filepath.Base(v1.deb), filepath.Base(v2.deb), time.Since(begin).Seconds())
 
 	c := controlPlane(t, gateway)
 	ctx := context.Background()
 	imgDir := filepath.Join(baseDir, "images")
 	c.must(os.MkdirAll(imgDir, 0o755))
-	pause := filepath.Join(imgDir, "pause.tar")
-	c.must(writeImage(pause, pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, ""))
+	var tars []string
+	addImage := func(ref string, files []imageFile, dirs, entry []string, workdir string) {
+		tar := filepath.Join(imgDir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		c.must(writeImage(tar, ref, files, dirs, entry, workdir))
+		tars = append(tars, tar)
+	}
+	addImage(pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, "")
 	probe := filepath.Join(baseDir, "devprobe")
 	c.must(goBuild(probe, "./cmd/devprobe"))
-	probeTar := filepath.Join(imgDir, "devprobe.tar")
-	c.must(writeImage(probeTar, probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, ""))
+	addImage(probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, "")
+	// The DaemonSet's image, and the next one (the same binaries, as the
+	// upgraded package): a rolling update replaces the pod either way.
+	for _, tag := range []string{"nodes", "nodes-2"} {
+		addImage(daemonImage(tag), []imageFile{
+			{path: "smarter-device-manager", src: filepath.Join(dist, "smarter-device-manager"), mode: 0o755},
+			{path: "smarter-device-manager-dra", src: filepath.Join(dist, "smarter-device-manager-dra"), mode: 0o755},
+		}, []string{"root"}, []string{"/smarter-device-manager"}, "/root")
+	}
 
-	dev := c.hotAdd(t)
-	a := c.startWorker(t, image, gateway, "sdm-node-a", dev, []string{pause, probeTar})
+	devA, devB := c.hotAdd(t), c.hotAdd(t)
+	a := c.startWorker(t, image, gateway, "sdm-node-a", devA, tars)
+	bn := c.startWorker(t, image, gateway, "sdm-node-b", devB, tars)
 	a.copyIn(v1.deb, "/root/deb/old.deb")
 	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/old.deb")
 	a.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
 	a.must("systemctl", "restart", sdmUnit)
 	a.startKubelet(c)
-	c.waitNodeAllocatable(t, a.name, zram(dev), 2)
+	bn.startKubelet(c)
+	c.waitNodeAllocatable(t, a.name, zram(devA), 2)
+	patch := []byte(`{"metadata":{"labels":{"smarter-device-manager":"enabled"}}}`)
+	if _, err := c.cs.CoreV1().Nodes().Patch(ctx, bn.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := readManifest(filepath.Join("..", "packaging", "kubernetes", "smarter-device-manager.yaml"))
+	c.must(err)
+	c.must(forCluster(objs, daemonImage("nodes"), zramRuleShared))
+	c.must(c.apply(ctx, objs))
+	c.waitNodeAllocatable(t, bn.name, zram(devB), 2)
 	c.waitServiceAccount(t, "default")
 
-	bare := workload{name: "bare-" + a.name, bare: true, w: a}
-	dep := workload{name: "deploy-" + a.name, w: a}
-	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, deviceDeployment(dep.name, a.name, dev), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.ensureBarePod(t, bare)
-	c.waitWorkload(t, dep, "")
-	type ctr struct {
-		id       string
-		restarts int32
-	}
-	before := map[string]ctr{}
-	for _, wl := range []workload{bare, dep} {
-		p, id := c.running(t, wl)
-		before[wl.name] = ctr{id, p.Status.ContainerStatuses[0].RestartCount}
-	}
-	unitBefore := a.unit()
-
-	// Every write of the Node from here on, through a watch: the lowest
-	// capacity and allocatable of the device any of them carried.
-	res := zram(dev)
-	w, err := c.cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", a.name).String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	minCap, minAlloc, writes := int64(1<<62), int64(1<<62), 0
-	var watched sync.WaitGroup
-	watched.Add(1)
-	go func() {
-		defer watched.Done()
-		for ev := range w.ResultChan() {
-			n, ok := ev.Object.(*corev1.Node)
-			if !ok || ev.Type != watch.Modified && ev.Type != watch.Added {
-				continue
-			}
-			capQ, allocQ := n.Status.Capacity[corev1.ResourceName(res)], n.Status.Allocatable[corev1.ResourceName(res)]
-			mu.Lock()
-			writes++
-			minCap, minAlloc = min(minCap, capQ.Value()), min(minAlloc, allocQ.Value())
-			mu.Unlock()
+	wls := map[*worker][]workload{}
+	for _, w := range []*worker{a, bn} {
+		bare := workload{name: "bare-" + w.name, bare: true, w: w}
+		dep := workload{name: "deploy-" + w.name, w: w}
+		if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, deviceDeployment(dep.name, w.name, w.dev), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
 		}
-	}()
+		c.ensureBarePod(t, bare)
+		c.waitWorkload(t, dep, "")
+		wls[w] = []workload{bare, dep}
+	}
 
+	// Node A: the .deb upgraded under its pods.
+	before := c.containers(t, wls[a]...)
+	unitBefore := a.unit()
+	nw := c.watchNode(t, a.name, zram(devA))
 	begin = time.Now()
 	a.copyIn(v2.deb, "/root/deb/new.deb")
 	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "--force-confdef", "--force-confold", "/root/deb/new.deb")
@@ -139,53 +140,30 @@ func TestNodeUpgrade(t *testing.T) {
 		return p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != unitBefore["MainPID"] && atoi(p["MainPID"]) > 0
 	})
 	version := strings.TrimSpace(a.must("dpkg-query", "-W", "-f=${Version}", sdmPkg))
-	t.Logf("dpkg -i of %s: unit active (running), MainPID %s → %s, package version %s, %.1f s",
-		filepath.Base(v2.deb), unitBefore["MainPID"], after["MainPID"], version, time.Since(begin).Seconds())
+	t.Logf("node %s: dpkg -i of %s: unit active (running), MainPID %s → %s, package version %s, %.1f s",
+		a.name, filepath.Base(v2.deb), unitBefore["MainPID"], after["MainPID"], version, time.Since(begin).Seconds())
 	if !strings.HasPrefix(version, "99.0.0") {
 		t.Errorf("after the upgrade dpkg says version %q, want 99.0.0", version)
 	}
+	c.servesPlugged(t, a, "the .deb upgrade")
+	c.checkWatch(t, a.name, zram(devA), "the .deb upgrade", nw)
+	c.keptRunning(t, "the .deb upgrade", before, wls[a]...)
 
-	// A device plugged in after the upgrade: made on this machine, its node
-	// made in node A's /dev (what devtmpfs does on a real node), and its
-	// uevent sent again (the first came before the node existed).
-	devC := c.hotAdd(t)
-	mm, err := os.ReadFile(fmt.Sprintf("/sys/block/zram%d/dev", devC))
-	if err != nil {
+	// Node B: the DaemonSet's rolling update.
+	before = c.containers(t, wls[bn]...)
+	nw = c.watchNode(t, bn.name, zram(devB))
+	begin = time.Now()
+	dsPatch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"image":%q}]}}}}`, sdmName, daemonImage("nodes-2"))
+	if _, err := c.cs.AppsV1().DaemonSets(sdmNamespace).Patch(ctx, sdmName, types.StrategicMergePatchType, []byte(dsPatch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	major, minor, _ := strings.Cut(strings.TrimSpace(string(mm)), ":")
-	a.must("mknod", "-m", "0660", fmt.Sprintf("/dev/zram%d", devC), "b", major, minor)
-	plugged := time.Now()
-	if err := os.WriteFile(fmt.Sprintf("/sys/block/zram%d/uevent", devC), []byte("add"), 0o200); err != nil {
-		t.Fatal(err)
-	}
-	c.waitNodeAllocatable(t, a.name, zram(devC), 2)
-	t.Logf("API: zram%d plugged after the upgrade: %s=2 allocatable %s after its uevent", devC, zram(devC), time.Since(plugged).Round(time.Millisecond))
-	late := workload{name: "after-upgrade", bare: true, w: &worker{node: a.node, name: a.name, dev: devC}}
-	if _, err := c.cs.CoreV1().Pods("default").Create(ctx, devicePod(late.name, a.name, devC), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.waitWorkload(t, late, "")
-
-	w.Stop()
-	watched.Wait()
-	mu.Lock()
-	t.Logf("API: %d writes of node %s during the upgrade: lowest %s capacity %d, allocatable %d", writes, a.name, res, minCap, minAlloc)
-	if writes > 0 && (minCap < 2 || minAlloc < 2) {
-		t.Errorf("during the upgrade node %s's %s went down to capacity %d, allocatable %d (want 2 throughout)", a.name, res, minCap, minAlloc)
-	}
-	mu.Unlock()
-	for _, wl := range []workload{bare, dep} {
-		p, id := c.running(t, wl)
-		if p == nil {
-			t.Errorf("%s: not running after the upgrade", wl.name)
-			continue
-		}
-		if b := before[wl.name]; id != b.id || p.Status.ContainerStatuses[0].RestartCount != b.restarts {
-			t.Errorf("%s: container %s (restarts %d) after the upgrade, %s (restarts %d) before: the upgrade restarted it",
-				wl.name, id, p.Status.ContainerStatuses[0].RestartCount, b.id, b.restarts)
-		}
-	}
+	pod := c.waitDaemonPodReady(t, daemonImage("nodes-2"))
+	ds := c.waitRolledOut(t)
+	t.Logf("node %s: DaemonSet rolled out to %s (pod %s) in %s; updatedNumberScheduled=%d numberReady=%d",
+		bn.name, daemonImage("nodes-2"), pod.Name, time.Since(begin).Round(time.Millisecond), ds.Status.UpdatedNumberScheduled, ds.Status.NumberReady)
+	c.servesPlugged(t, bn, "the rolling update")
+	c.checkWatch(t, bn.name, zram(devB), "the rolling update", nw)
+	c.keptRunning(t, "the rolling update", before, wls[bn]...)
 
 	// Removal: nothing of the daemon left, its plugin sockets included.
 	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--purge", sdmPkg)
@@ -197,4 +175,130 @@ func TestNodeUpgrade(t *testing.T) {
 	if out, _ := a.exec("systemctl", "list-unit-files", "--no-legend", sdmUnit); strings.TrimSpace(out) != "" {
 		t.Errorf("after dpkg --purge, systemctl list-unit-files still lists it:\n%s", out)
 	}
+}
+
+// servesPlugged plugs a zram device into node w after an upgrade and waits
+// until it is allocatable there and a pod runs with it open.
+func (c *cluster) servesPlugged(t *testing.T, w *worker, what string) {
+	t.Helper()
+	n, sent := c.plugInto(t, w)
+	c.waitNodeAllocatable(t, w.name, zram(n), 2)
+	t.Logf("API: node %s: zram%d plugged after %s: %s=2 allocatable %s after its uevent (the kubelet's next node status)",
+		w.name, n, what, zram(n), time.Since(sent).Round(time.Millisecond))
+	late := workload{name: "plugged-" + w.name, bare: true, w: &worker{node: w.node, name: w.name, dev: n}}
+	if _, err := c.cs.CoreV1().Pods("default").Create(context.Background(), devicePod(late.name, w.name, n), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitWorkload(t, late, "")
+}
+
+// checkWatch ends a Node watch and fails if any write lowered the device.
+func (c *cluster) checkWatch(t *testing.T, node, res, what string, nw *nodeWatch) {
+	t.Helper()
+	writes, minCap, minAlloc := nw.stop()
+	t.Logf("API: %d writes of node %s during %s: lowest %s capacity %d, allocatable %d", writes, node, what, res, minCap, minAlloc)
+	if writes == 0 {
+		t.Errorf("no write of node %s seen during %s: the watch saw nothing", node, what)
+	} else if minCap < 2 || minAlloc < 2 {
+		t.Errorf("during %s node %s's %s went down to capacity %d, allocatable %d (want 2 throughout)", what, node, res, minCap, minAlloc)
+	}
+}
+
+// nodeWatch records every write of a Node through a watch: how many, and
+// the lowest capacity and allocatable of a resource any of them carried.
+type nodeWatch struct {
+	w                watch.Interface
+	done             sync.WaitGroup
+	mu               sync.Mutex
+	writes           int
+	minCap, minAlloc int64
+}
+
+func (c *cluster) watchNode(t *testing.T, node, res string) *nodeWatch {
+	t.Helper()
+	w, err := c.cs.CoreV1().Nodes().Watch(context.Background(), metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", node).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := &nodeWatch{w: w, minCap: 1 << 62, minAlloc: 1 << 62}
+	nw.done.Add(1)
+	go func() {
+		defer nw.done.Done()
+		for ev := range w.ResultChan() {
+			n, ok := ev.Object.(*corev1.Node)
+			if !ok || ev.Type != watch.Modified && ev.Type != watch.Added {
+				continue
+			}
+			capQ, allocQ := n.Status.Capacity[corev1.ResourceName(res)], n.Status.Allocatable[corev1.ResourceName(res)]
+			nw.mu.Lock()
+			nw.writes++
+			nw.minCap, nw.minAlloc = min(nw.minCap, capQ.Value()), min(nw.minAlloc, allocQ.Value())
+			nw.mu.Unlock()
+		}
+	}()
+	return nw
+}
+
+// stop ends the watch and returns what it saw.
+func (nw *nodeWatch) stop() (writes int, minCap, minAlloc int64) {
+	nw.w.Stop()
+	nw.done.Wait()
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	return nw.writes, nw.minCap, nw.minAlloc
+}
+
+// plugInto hot-adds a zram device on this machine and gives it to node w
+// as a plug does: its node made in w's /dev (what devtmpfs does on a real
+// node), its uevent sent again (the first came before the node existed).
+// It returns the device's number and when the uevent was sent.
+func (c *cluster) plugInto(t *testing.T, w *worker) (int, time.Time) {
+	t.Helper()
+	n := c.hotAdd(t)
+	mm, err := os.ReadFile(fmt.Sprintf("/sys/block/zram%d/dev", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	major, minor, _ := strings.Cut(strings.TrimSpace(string(mm)), ":")
+	w.must("mknod", "-m", "0660", fmt.Sprintf("/dev/zram%d", n), "b", major, minor)
+	sent := time.Now()
+	if err := os.WriteFile(fmt.Sprintf("/sys/block/zram%d/uevent", n), []byte("add"), 0o200); err != nil {
+		t.Fatal(err)
+	}
+	return n, sent
+}
+
+// keptRunning checks that each workload's container is the one it had.
+func (c *cluster) keptRunning(t *testing.T, what string, before map[string]ctrState, wls ...workload) {
+	t.Helper()
+	for _, wl := range wls {
+		p, id := c.running(t, wl)
+		if p == nil {
+			t.Errorf("%s: not running after %s", wl.name, what)
+			continue
+		}
+		if b := before[wl.name]; id != b.id || p.Status.ContainerStatuses[0].RestartCount != b.restarts {
+			t.Errorf("%s: container %s (restarts %d) after %s, %s (restarts %d) before: it was restarted",
+				wl.name, id, p.Status.ContainerStatuses[0].RestartCount, what, b.id, b.restarts)
+		}
+	}
+}
+
+// ctrState is a workload's running container.
+type ctrState struct {
+	id       string
+	restarts int32
+}
+
+func (c *cluster) containers(t *testing.T, wls ...workload) map[string]ctrState {
+	t.Helper()
+	m := map[string]ctrState{}
+	for _, wl := range wls {
+		p, id := c.running(t, wl)
+		if p == nil {
+			t.Fatalf("%s: not running", wl.name)
+		}
+		m[wl.name] = ctrState{id, p.Status.ContainerStatuses[0].RestartCount}
+	}
+	return m
 }
