@@ -179,21 +179,26 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 			t.Fatal(err)
 		}
 	}
-	zdev := fmt.Sprintf("/dev/zram%d", dev)
-	n := startNodeNamed(t, image, "sdm-e2e-"+name+"-"+strconv.Itoa(os.Getpid()),
+	var devArgs []string
+	if dev >= 0 { // else no device at boot
+		zdev := fmt.Sprintf("/dev/zram%d", dev)
+		devArgs = []string{"--device", zdev + ":" + zdev}
+	}
+	args := []string{
 		"--hostname", name,
 		// systemd shuts down on SIGRTMIN+3: `docker stop` is then a clean
 		// shutdown.
 		"--stop-signal", "SIGRTMIN+3",
-		"-v", c.bin+":"+nodeBinDir+":ro",
-		"-v", filepath.Join(host, "containerd")+":/var/lib/containerd",
+		"-v", c.bin + ":" + nodeBinDir + ":ro",
+		"-v", filepath.Join(host, "containerd") + ":/var/lib/containerd",
 		// The kubelet's root too: cAdvisor finds no file system behind
 		// Docker's storage driver (fuse-overlayfs here), and the kubelet
 		// will not start without its root's.
-		"-v", filepath.Join(host, "kubelet")+":/var/lib/kubelet",
+		"-v", filepath.Join(host, "kubelet") + ":/var/lib/kubelet",
 		// The kubelet's OOM watcher reads the kernel's log.
 		"--device", "/dev/kmsg",
-		"--device", zdev+":"+zdev)
+	}
+	n := startNodeNamed(t, image, "sdm-e2e-"+name+"-"+strconv.Itoa(os.Getpid()), append(args, devArgs...)...)
 	w := &worker{node: n, name: name, dev: dev}
 
 	if err := c.pki.issue("kubelet-"+name, "system:node:"+name, []string{"system:nodes"}, nil); err != nil {

@@ -62,12 +62,14 @@ masked="systemd-binfmt.service systemd-modules-load.service
 # container it skips itself: ConditionPathIsReadWrite=/sys); for a worker
 # node (nodes_reboot_test.go: kubelet and containerd, bind-mounted from the
 # cluster suite's cache, run as units) Debian's runc, as on the host, and
-# mount (the kubelet mounts tmpfs volumes with it). No Recommends:
+# mount (the kubelet mounts tmpfs volumes with it), and iptables (the node
+# has no kube-proxy: nodes_follow_test.go sends the kubernetes Service's
+# address to the API server with one DNAT rule). No Recommends:
 # the image holds what is named here and what that depends on.
 # The mirrors are named, -updates and -security included, so the image
 # carries bookworm's current fixes whatever mmdebstrap's defaults are.
 mmdebstrap --variant=minbase \
-	--include=systemd,systemd-sysv,dbus,udev,runc,mount \
+	--include=systemd,systemd-sysv,dbus,udev,runc,mount,iptables \
 	--aptopt='APT::Install-Recommends "false"' \
 	--customize-hook='chroot "$1" systemctl mask '"$(echo $masked)" \
 	bookworm "$tmp/rootfs.tar" \
