@@ -257,3 +257,127 @@ func (c *cluster) waitSliceDevice(t *testing.T, node, path string, tainted bool)
 	})
 	return found
 }
+
+// TestNodeDeviceFollowsDevicePlugin is the same move in device-plugin mode,
+// where the API has no eviction: the daemon runs from the .deb on both
+// nodes. The device is plugged into node A and a Deployment's pod asks for
+// its resource (smarter-devices/zramN) and lands there. Unplugged from
+// node A, the device turns unhealthy there (allocatable 0) and the pod
+// keeps running (the kubelet never evicts for an unhealthy device); once
+// it is plugged into node B, the resource is allocatable only there, and
+// the pod deleted (what a user or an operator does on the unplug) is
+// replaced on node B with the device open. The time from the plug to the
+// new pod running is logged (FOLLOW line).
+func TestNodeDeviceFollowsDevicePlugin(t *testing.T) {
+	skipUnlessDocker(t)
+	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
+		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
+	}
+	pid := strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
+		if err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("node containers left behind: %q %v", out, err)
+		}
+	})
+	removeStaleNodes(t)
+	gateway := dockerGateway(t)
+	debDir := t.TempDir()
+	type built struct {
+		deb string
+		err error
+	}
+	debc := make(chan built, 1)
+	go func() {
+		deb, err := buildDeb(debDir)
+		debc <- built{deb, err}
+	}()
+	image, err := nodeImage()
+	b := <-debc
+	if err != nil {
+		t.Skipf("SKIPPED: no node image: %v", err)
+	}
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+
+	c := controlPlane(t, gateway)
+	ctx := context.Background()
+	imgDir := filepath.Join(baseDir, "images")
+	c.must(os.MkdirAll(imgDir, 0o755))
+	pause := filepath.Join(imgDir, "pause.tar")
+	c.must(writeImage(pause, pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, ""))
+	probe := filepath.Join(baseDir, "devprobe")
+	c.must(goBuild(probe, "./cmd/devprobe"))
+	probeTar := filepath.Join(imgDir, "devprobe.tar")
+	c.must(writeImage(probeTar, probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, ""))
+
+	a := c.startWorker(t, image, gateway, "sdm-node-a", -1, []string{pause, probeTar})
+	bn := c.startWorker(t, image, gateway, "sdm-node-b", -1, []string{pause, probeTar})
+	for _, w := range []*worker{a, bn} {
+		w.copyIn(b.deb, "/root/deb/sdm.deb")
+		w.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/sdm.deb")
+		w.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
+		w.must("systemctl", "restart", sdmUnit)
+		w.startKubelet(c)
+	}
+	c.waitServiceAccount(t, "default")
+
+	dev := c.hotAdd(t)
+	path := fmt.Sprintf("/dev/zram%d", dev)
+	plugDev(t, a, dev)
+	c.waitNodeAllocatable(t, a.name, zram(dev), 2)
+
+	p := probePod("follow", dev, nil)
+	p.Labels = map[string]string{"sdm-reboot": "follow"}
+	one := int32(1)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "follow", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
+		},
+	}
+	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wl := workload{name: "follow", w: &worker{node: a.node, name: a.name, dev: dev}}
+	first := c.waitWorkload(t, wl, "")
+	if first.Spec.NodeName != a.name {
+		t.Fatalf("pod %s runs on %s; the device is on %s", first.Name, first.Spec.NodeName, a.name)
+	}
+
+	a.must("rm", "-f", path)
+	if err := os.WriteFile(fmt.Sprintf("/sys/block/zram%d/uevent", dev), []byte("remove"), 0o200); err != nil {
+		t.Fatal(err)
+	}
+	c.waitNodeAllocatable(t, a.name, zram(dev), 0)
+	if q, err := c.cs.CoreV1().Pods("default").Get(ctx, first.Name, metav1.GetOptions{}); err != nil || q.DeletionTimestamp != nil || q.Status.Phase != corev1.PodRunning {
+		t.Errorf("device-plugin mode: pod %s after the unplug: %v %v; the kubelet does not evict for an unhealthy device, so it should still run", first.Name, err, podState(q))
+	}
+	t.Logf("API: unplugged from %s: %s allocatable 0 there; pod %s still running (no eviction in device-plugin mode)", a.name, zram(dev), first.Name)
+
+	plugged := time.Now()
+	plugDev(t, bn, dev)
+	zero := int64(0)
+	if err := c.cs.CoreV1().Pods("default").Delete(ctx, first.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	var moved *corev1.Pod
+	c.poll(t, "the Deployment's new pod running on "+bn.name, func() (bool, string) {
+		var st []string
+		for _, q := range c.podsOf(t, wl) {
+			st = append(st, podState(&q)+" on "+q.Spec.NodeName)
+			if q.Name != first.Name && q.Spec.NodeName == bn.name && q.DeletionTimestamp == nil && q.Status.Phase == corev1.PodRunning && podReady(&q) {
+				moved = &q
+				return true, ""
+			}
+		}
+		return false, strings.Join(st, "; ")
+	})
+	took := time.Since(plugged)
+	c.checkProbeLog(t, moved.Name, dev, 0)
+	t.Logf("FOLLOW device plugin: device unplugged from %s, plugged into %s, old pod deleted: pod %s running there with it %.1f s after the plug",
+		a.name, bn.name, moved.Name, took.Seconds())
+}
