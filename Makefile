@@ -178,7 +178,10 @@ e2e-cluster: deps
 # its unit checked through systemctl and journalctl; TestNodeReboot joins
 # two such nodes, running the cluster suite's kubelet and containerd
 # (scripts/cluster-build.sh's cache, built first if missing) as units, to a
-# control plane on this machine and reboots them. Needs root, a Docker
+# control plane on this machine and reboots them (TestNodeReboot), upgrades
+# the daemon under running pods (TestNodeUpgrade) and moves a device from
+# one to the other (TestNodeDeviceFollows*: the DRA overlay, rendered by
+# the pinned kustomize, and the .deb). Needs root, a Docker
 # engine and, for the first image build, Debian's mirror (mmdebstrap is
 # installed with apt-get when missing); no container registry. Not part of
 # `make test`. Everything runs under nice -n 19.
@@ -186,6 +189,7 @@ e2e-nodes:
 	@if [ "$$(id -u)" != 0 ] || [ "$$(uname -s)" != Linux ]; then \
 		echo "e2e-nodes: SKIPPED: the node suite needs root on Linux (Docker, systemd in a container)"; \
 	else \
+		{ [ -x bin/kustomize ] || nice -n 19 $(GO) build -C tools/kustomize -o $(CURDIR)/bin/kustomize sigs.k8s.io/kustomize/kustomize/v5; } && \
 		bin=$$(nice -n 19 bash scripts/cluster-build.sh | tail -n 1) && \
 		cd cluster && nice -n 19 $(GO) vet ./... && \
 		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestNode' .; \

@@ -8,11 +8,12 @@ import (
 	"strings"
 )
 
-// rebootBench runs the node suite's TestNodeReboot (cluster/: two node
+// rebootBench runs the node suite's TestNodeReboot and TestNodeDeviceFollows*
+// (cluster/: two node
 // containers whose PID 1 is systemd, running the kubelet and containerd as
 // units, one with the daemon as the .deb's service, one with the DaemonSet,
 // each rebooted cleanly and by a power cut) and returns the report's
-// section, in Markdown, from its REBOOT and TIMELINE lines. The test
+// section, in Markdown, from their REBOOT, TIMELINE and FOLLOW lines. The test
 // asserts what must hold; this only records the figures. It needs the
 // cluster suite's binaries (scripts/cluster-build.sh builds them once).
 func rebootBench(c *config) (string, error) {
@@ -23,21 +24,23 @@ func rebootBench(c *config) (string, error) {
 		return "", fmt.Errorf("scripts/cluster-build.sh: %w", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	cmd := exec.Command("go", "test", "-count=1", "-timeout=45m", "-run", "^TestNodeReboot$", "-v", ".")
+	cmd := exec.Command("go", "test", "-count=1", "-timeout=45m", "-run", "^TestNode(Reboot|DeviceFollows.*)$", "-v", ".")
 	cmd.Dir = "cluster"
 	cmd.Env = append(os.Environ(), "SDM_CLUSTER_BIN="+lines[len(lines)-1])
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("cluster TestNodeReboot: %w\n%s", err, out.String())
+		return "", fmt.Errorf("cluster TestNodeReboot, TestNodeDeviceFollows*: %w\n%s", err, out.String())
 	}
-	var reboots, timelines []string
+	var reboots, timelines, follows []string
 	for _, line := range strings.Split(out.String(), "\n") {
 		// t.Logf's lines: "    file.go:NNN: REBOOT ...".
 		if _, rest, ok := strings.Cut(line, ": REBOOT "); ok {
 			reboots = append(reboots, rest)
 		} else if _, rest, ok := strings.Cut(line, ": TIMELINE "); ok {
 			timelines = append(timelines, rest)
+		} else if _, rest, ok := strings.Cut(line, ": FOLLOW "); ok {
+			follows = append(follows, rest)
 		}
 	}
 	if len(reboots) == 0 {
@@ -59,6 +62,15 @@ func rebootBench(c *config) (string, error) {
 	if len(timelines) > 0 {
 		s.WriteString("\nEach boot, from the node's own journal (seconds after the reboot began):\n\n```\n")
 		for _, l := range timelines {
+			s.WriteString(l + "\n")
+		}
+		s.WriteString("```\n")
+	}
+	if len(follows) > 0 {
+		s.WriteString("\nA pod following its device from node A to node B (`TestNodeDeviceFollows`, DRA with `evict_on_unplug`; and\n")
+		s.WriteString("`TestNodeDeviceFollowsDevicePlugin`, where the old pod is deleted by hand: the API has no eviction), from the plug\n")
+		s.WriteString("into node B to the new pod running there with the device open:\n\n```\n")
+		for _, l := range follows {
 			s.WriteString(l + "\n")
 		}
 		s.WriteString("```\n")
