@@ -478,7 +478,11 @@ func (c *cluster) importImage(ref string, files []imageFile, dirs []string, entr
 // refuse to start instead): saved before, restored at teardown.
 var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
 
-func (c *cluster) startKubelet() error {
+// saveSysctls records the kubelet's kernel settings as they are, to be
+// put back at teardown: in c.sysctls, and outside baseDir too, so that a
+// run killed before its teardown leaves them to the next run
+// (restoreSysctls).
+func (c *cluster) saveSysctls() error {
 	c.sysctls = map[string]string{}
 	var saved strings.Builder
 	for _, k := range kubeletSysctls {
@@ -487,9 +491,25 @@ func (c *cluster) startKubelet() error {
 			fmt.Fprintf(&saved, "%s %s\n", k, c.sysctls[k])
 		}
 	}
-	// Kept outside baseDir too: a run killed before its teardown leaves
-	// them to the next run (restoreSysctls).
-	if err := os.WriteFile(sysctlState, []byte(saved.String()), 0o644); err != nil {
+	return os.WriteFile(sysctlState, []byte(saved.String()), 0o644)
+}
+
+// kubeletSharedConfig ends every kubelet configuration of the suites (this
+// one's and the worker nodes'): the disk and memory are shared with other
+// work, so evict only when nearly nothing is left, and never collect
+// images (they are imported, not pulled).
+const kubeletSharedConfig = `evictionHard:
+  memory.available: 50Mi
+  nodefs.available: "1%"
+  imagefs.available: "1%"
+  nodefs.inodesFree: "1%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+resolvConf: /etc/resolv.conf
+`
+
+func (c *cluster) startKubelet() error {
+	if err := c.saveSysctls(); err != nil {
 		return err
 	}
 	port, err := freePort()
@@ -513,17 +533,7 @@ authentication:
   x509: {clientCAFile: %s}
 authorization:
   mode: Webhook
-# The disk and memory are shared with other work: evict only when nearly
-# nothing is left.
-evictionHard:
-  memory.available: 50Mi
-  nodefs.available: "1%%"
-  imagefs.available: "1%%"
-  nodefs.inodesFree: "1%%"
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-resolvConf: /etc/resolv.conf
-`, c.ctrSock, port, filepath.Join(baseDir, "pod-logs"), c.pki.path("ca.crt"))
+`, c.ctrSock, port, filepath.Join(baseDir, "pod-logs"), c.pki.path("ca.crt")) + kubeletSharedConfig
 	path := filepath.Join(baseDir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestNodeDeviceFollows is issue 21's "two nodes, one device" in DRA mode:
@@ -31,78 +28,26 @@ import (
 // Deployment's replacement runs on node B with the device open. The time
 // from the plug to the new pod running is logged (FOLLOW line).
 func TestNodeDeviceFollows(t *testing.T) {
-	skipUnlessDocker(t)
-	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
-		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
-	}
 	kustomize := filepath.Join("..", "bin", "kustomize")
 	if _, err := os.Stat(kustomize); err != nil {
 		t.Skip("SKIPPED: no bin/kustomize (make e2e-nodes builds it from tools/kustomize)")
 	}
-	pid := strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
-		if err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("node containers left behind: %q %v", out, err)
-		}
-	})
-	removeStaleNodes(t)
-	gateway := dockerGateway(t)
-
-	debDir := t.TempDir()
-	type built struct {
-		deb string
-		err error
-	}
-	debc := make(chan built, 1)
-	go func() {
-		deb, err := buildDeb(debDir)
-		debc <- built{deb, err}
-	}()
-	image, err := nodeImage()
-	b := <-debc
-	if err != nil {
-		t.Skipf("SKIPPED: no node image: %v", err)
-	}
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	dist := filepath.Join(debDir, "dist", "linux-"+runtime.GOARCH)
-
-	c := controlPlane(t, gateway)
+	e := setUpNodes(t, "nodes")
+	c := e.c
 	if c.apiPort != 443 {
 		t.Skipf("SKIPPED: the API server could not listen on 443 (the kubernetes Service's port), where the driver's pods reach it")
 	}
 	ctx := context.Background()
-	imgDir := filepath.Join(baseDir, "images")
-	c.must(os.MkdirAll(imgDir, 0o755))
-	var tars []string
-	addImage := func(ref string, files []imageFile, dirs, entry []string, workdir string) {
-		tar := filepath.Join(imgDir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		c.must(writeImage(tar, ref, files, dirs, entry, workdir))
-		tars = append(tars, tar)
-	}
-	addImage(pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, "")
-	probe := filepath.Join(baseDir, "devprobe")
-	c.must(goBuild(probe, "./cmd/devprobe"))
-	addImage(probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, "")
-	addImage(daemonImage("nodes"), []imageFile{
-		{path: "smarter-device-manager", src: filepath.Join(dist, "smarter-device-manager"), mode: 0o755},
-		{path: "smarter-device-manager-dra", src: filepath.Join(dist, "smarter-device-manager-dra"), mode: 0o755},
-	}, []string{"root"}, []string{"/smarter-device-manager"}, "/root")
 
-	a := c.startWorker(t, image, gateway, "sdm-node-a", -1, tars)
-	bn := c.startWorker(t, image, gateway, "sdm-node-b", -1, tars)
+	a := c.startWorker(t, e.image, e.gateway, "sdm-node-a", -1, e.tars)
+	bn := c.startWorker(t, e.image, e.gateway, "sdm-node-b", -1, e.tars)
 	for _, w := range []*worker{a, bn} {
 		// What kube-proxy does for the driver's pod: the kubernetes
 		// Service's address (its in-cluster config) to the API server.
 		w.must("iptables", "-t", "nat", "-A", "OUTPUT", "-d", serviceIP+"/32", "-p", "tcp", "--dport", "443",
-			"-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", gateway, c.apiPort))
+			"-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", e.gateway, c.apiPort))
 		w.startKubelet(c)
-		patch := []byte(`{"metadata":{"labels":{"smarter-device-manager":"enabled"}}}`)
-		if _, err := c.cs.CoreV1().Nodes().Patch(ctx, w.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		c.labelForDaemonSet(t, w)
 	}
 	out, err := exec.Command(kustomize, "build", filepath.Join("..", "packaging", "overlays", "dra")).Output()
 	if err != nil {
@@ -129,36 +74,14 @@ func TestNodeDeviceFollows(t *testing.T) {
 	devA := c.waitSliceDevice(t, a.name, path, false)
 	t.Logf("API: node %s's ResourceSlice has device %s (path %s)", a.name, devA.Name, path)
 
-	tmpl := &resourcev1.ResourceClaimTemplate{
-		ObjectMeta: metav1.ObjectMeta{Name: "follow", Namespace: "default"},
-		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
-			Requests: []resourcev1.DeviceRequest{{
-				Name: "dev",
-				Exactly: &resourcev1.ExactDeviceRequest{
-					DeviceClassName: "smarter-devices",
-					Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
-						Expression: fmt.Sprintf(`device.attributes[%q].path == %q`, draDriver, path),
-					}}},
-				},
-			}},
-		}}},
-	}
-	if _, err := c.cs.ResourceV1().ResourceClaimTemplates("default").Create(ctx, tmpl, metav1.CreateOptions{}); err != nil {
+	if _, err := c.cs.ResourceV1().ResourceClaimTemplates("default").Create(ctx, pathClaimTemplate("follow", "dev", path), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := probePod("follow", dev, nil)
 	p.Labels = map[string]string{"sdm-reboot": "follow"}
 	p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "dev"}}}
 	p.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "dev", ResourceClaimTemplateName: new("follow")}}
-	one := int32(1)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "follow", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
-			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
-		},
-	}
+	d := deploymentOf("follow", p)
 	begin := time.Now()
 	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -189,18 +112,7 @@ func TestNodeDeviceFollows(t *testing.T) {
 	// Plugged into node B: the replacement runs there with the device.
 	plugged := time.Now()
 	plugDev(t, bn, dev)
-	var moved *corev1.Pod
-	c.poll(t, "the Deployment's new pod running on "+bn.name, func() (bool, string) {
-		var st []string
-		for _, q := range c.podsOf(t, wl) {
-			st = append(st, podState(&q)+" on "+q.Spec.NodeName)
-			if q.Name != first.Name && q.Spec.NodeName == bn.name && q.DeletionTimestamp == nil && q.Status.Phase == corev1.PodRunning && podReady(&q) {
-				moved = &q
-				return true, ""
-			}
-		}
-		return false, strings.Join(st, "; ")
-	})
+	moved := c.waitMoved(t, wl, first.Name, bn.name)
 	took := time.Since(plugged)
 	c.checkProbeLog(t, moved.Name, dev, 0)
 	t.Logf("FOLLOW DRA, evict_on_unplug: device unplugged from %s, plugged into %s: pod %s running there with it %.1f s after the plug",
@@ -269,56 +181,14 @@ func (c *cluster) waitSliceDevice(t *testing.T, node, path string, tainted bool)
 // replaced on node B with the device open. The time from the plug to the
 // new pod running is logged (FOLLOW line).
 func TestNodeDeviceFollowsDevicePlugin(t *testing.T) {
-	skipUnlessDocker(t)
-	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
-		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
-	}
-	pid := strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
-		if err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("node containers left behind: %q %v", out, err)
-		}
-	})
-	removeStaleNodes(t)
-	gateway := dockerGateway(t)
-	debDir := t.TempDir()
-	type built struct {
-		deb string
-		err error
-	}
-	debc := make(chan built, 1)
-	go func() {
-		deb, err := buildDeb(debDir)
-		debc <- built{deb, err}
-	}()
-	image, err := nodeImage()
-	b := <-debc
-	if err != nil {
-		t.Skipf("SKIPPED: no node image: %v", err)
-	}
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-
-	c := controlPlane(t, gateway)
+	e := setUpNodes(t)
+	c := e.c
 	ctx := context.Background()
-	imgDir := filepath.Join(baseDir, "images")
-	c.must(os.MkdirAll(imgDir, 0o755))
-	pause := filepath.Join(imgDir, "pause.tar")
-	c.must(writeImage(pause, pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, ""))
-	probe := filepath.Join(baseDir, "devprobe")
-	c.must(goBuild(probe, "./cmd/devprobe"))
-	probeTar := filepath.Join(imgDir, "devprobe.tar")
-	c.must(writeImage(probeTar, probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, ""))
 
-	a := c.startWorker(t, image, gateway, "sdm-node-a", -1, []string{pause, probeTar})
-	bn := c.startWorker(t, image, gateway, "sdm-node-b", -1, []string{pause, probeTar})
+	a := c.startWorker(t, e.image, e.gateway, "sdm-node-a", -1, e.tars)
+	bn := c.startWorker(t, e.image, e.gateway, "sdm-node-b", -1, e.tars)
 	for _, w := range []*worker{a, bn} {
-		w.copyIn(b.deb, "/root/deb/sdm.deb")
-		w.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/sdm.deb")
-		w.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
-		w.must("systemctl", "restart", sdmUnit)
+		w.installDeb(e.deb)
 		w.startKubelet(c)
 	}
 	c.waitServiceAccount(t, "default")
@@ -330,15 +200,7 @@ func TestNodeDeviceFollowsDevicePlugin(t *testing.T) {
 
 	p := probePod("follow", dev, nil)
 	p.Labels = map[string]string{"sdm-reboot": "follow"}
-	one := int32(1)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "follow", Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
-			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
-		},
-	}
+	d := deploymentOf("follow", p)
 	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -364,20 +226,42 @@ func TestNodeDeviceFollowsDevicePlugin(t *testing.T) {
 	if err := c.cs.CoreV1().Pods("default").Delete(ctx, first.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
+	moved := c.waitMoved(t, wl, first.Name, bn.name)
+	took := time.Since(plugged)
+	c.checkProbeLog(t, moved.Name, dev, 0)
+	t.Logf("FOLLOW device plugin: device unplugged from %s, plugged into %s, old pod deleted: pod %s running there with it %.1f s after the plug",
+		a.name, bn.name, moved.Name, took.Seconds())
+}
+
+// deploymentOf is a one-replica Deployment named name of pod p (its labels
+// the selector).
+func deploymentOf(name string, p *corev1.Pod) *appsv1.Deployment {
+	one := int32(1)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
+		},
+	}
+}
+
+// waitMoved waits for a pod of the workload other than old running and
+// Ready on node.
+func (c *cluster) waitMoved(t *testing.T, wl workload, old, node string) *corev1.Pod {
+	t.Helper()
 	var moved *corev1.Pod
-	c.poll(t, "the Deployment's new pod running on "+bn.name, func() (bool, string) {
+	c.poll(t, "the Deployment's new pod running on "+node, func() (bool, string) {
 		var st []string
 		for _, q := range c.podsOf(t, wl) {
 			st = append(st, podState(&q)+" on "+q.Spec.NodeName)
-			if q.Name != first.Name && q.Spec.NodeName == bn.name && q.DeletionTimestamp == nil && q.Status.Phase == corev1.PodRunning && podReady(&q) {
+			if q.Name != old && q.Spec.NodeName == node && q.DeletionTimestamp == nil && q.Status.Phase == corev1.PodRunning && podReady(&q) {
 				moved = &q
 				return true, ""
 			}
 		}
 		return false, strings.Join(st, "; ")
 	})
-	took := time.Since(plugged)
-	c.checkProbeLog(t, moved.Name, dev, 0)
-	t.Logf("FOLLOW device plugin: device unplugged from %s, plugged into %s, old pod deleted: pod %s running there with it %.1f s after the plug",
-		a.name, bn.name, moved.Name, took.Seconds())
+	return moved
 }

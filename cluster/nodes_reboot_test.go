@@ -93,15 +93,7 @@ func controlPlane(t *testing.T, gateway string) *cluster {
 // setKubeletTunables saves the kernel settings (restored at teardown, or
 // by the next run after a killed one) and sets the kubelet's values.
 func (c *cluster) setKubeletTunables() error {
-	c.sysctls = map[string]string{}
-	var saved strings.Builder
-	for _, k := range kubeletSysctls {
-		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
-			c.sysctls[k] = strings.TrimSpace(string(b))
-			fmt.Fprintf(&saved, "%s %s\n", k, c.sysctls[k])
-		}
-	}
-	if err := os.WriteFile(sysctlState, []byte(saved.String()), 0o644); err != nil {
+	if err := c.saveSysctls(); err != nil {
 		return err
 	}
 	for k, v := range kubeletTunables {
@@ -215,7 +207,7 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 	w.write("/etc/cni/net.d/10-host-network-only.conflist",
 		`{"cniVersion":"1.0.0","name":"sdm-cluster-host-network-only","plugins":[{"type":"sdm-cluster-no-pod-network"}]}`)
 	w.write("/etc/systemd/system/containerd.service", nodeContainerdUnit)
-	w.write("/var/lib/kubelet/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name))
+	w.write("/var/lib/kubelet/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name)+kubeletSharedConfig)
 	w.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(nodeKubeletUnit, name, name))
 	// A persistent journal (journald's Storage=auto keeps it once the
 	// directory exists), as a node on a disk has: each boot's is read back.
@@ -409,7 +401,7 @@ WantedBy=multi-user.target
 `
 
 // TestCluster's kubelet settings at a node's standard paths, with its own
-// cgroup root.
+// cgroup root (kubeletSharedConfig follows).
 const nodeKubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -425,14 +417,6 @@ authentication:
   x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}
 authorization:
   mode: Webhook
-evictionHard:
-  memory.available: 50Mi
-  nodefs.available: "1%%"
-  imagefs.available: "1%%"
-  nodefs.inodesFree: "1%%"
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-resolvConf: /etc/resolv.conf
 `
 
 // devicePod is a device pod pinned to node.
@@ -445,16 +429,7 @@ func devicePod(name, node string, dev int) *corev1.Pod {
 
 // deviceDeployment is a one-replica Deployment of device pods pinned to node.
 func deviceDeployment(name, node string, dev int) *appsv1.Deployment {
-	p := devicePod(name, node, dev)
-	one := int32(1)
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
-			Selector: &metav1.LabelSelector{MatchLabels: p.Labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec},
-		},
-	}
+	return deploymentOf(name, devicePod(name, node, dev))
 }
 
 // workload is one pod owner on a node: a bare pod or a Deployment.
@@ -522,6 +497,89 @@ type rebootResult struct {
 	message    string        // the first refusal's message
 }
 
+// nodeEnv is what every worker-node test starts from: the node image, the
+// .deb (make release's build) and its release binaries, a control plane
+// on this machine, and the images every node's containerd is given.
+type nodeEnv struct {
+	c       *cluster
+	image   string
+	gateway string
+	deb     string
+	dist    string   // the release binaries the .deb and the DaemonSet's image hold
+	tars    []string // image tarballs: pause, devprobe, the daemon's tags asked for
+}
+
+// setUpNodes skips where the node suite cannot run (no Docker, no zram),
+// removes what a killed run left, builds (or finds) the node image and the
+// .deb, starts the control plane and writes the images: pause, devprobe,
+// and the daemon's image under each tag in daemonTags. The test fails if a
+// node container it started is still there at the end.
+func setUpNodes(t *testing.T, daemonTags ...string) *nodeEnv {
+	t.Helper()
+	skipUnlessDocker(t)
+	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
+		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
+	}
+	checkNoNodesLeft(t)
+	removeStaleNodes(t)
+	gateway := dockerGateway(t)
+	debDir := t.TempDir()
+	image, deb := imageAndDeb(t, debDir)
+	e := &nodeEnv{image: image, gateway: gateway, deb: deb, dist: filepath.Join(debDir, "dist", "linux-"+runtime.GOARCH)}
+	c := controlPlane(t, gateway)
+	e.c = c
+	imgDir := filepath.Join(baseDir, "images")
+	c.must(os.MkdirAll(imgDir, 0o755))
+	add := func(ref string, files []imageFile, dirs, entry []string, workdir string) {
+		tar := filepath.Join(imgDir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		c.must(writeImage(tar, ref, files, dirs, entry, workdir))
+		e.tars = append(e.tars, tar)
+	}
+	add(pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, "")
+	probe := filepath.Join(baseDir, "devprobe")
+	c.must(goBuild(probe, "./cmd/devprobe"))
+	add(probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, "")
+	for _, tag := range daemonTags {
+		add(daemonImage(tag), []imageFile{
+			{path: "smarter-device-manager", src: filepath.Join(e.dist, "smarter-device-manager"), mode: 0o755},
+			{path: "smarter-device-manager-dra", src: filepath.Join(e.dist, "smarter-device-manager-dra"), mode: 0o755},
+		}, []string{"root"}, []string{"/smarter-device-manager"}, "/root")
+	}
+	return e
+}
+
+// installDeb installs the .deb on node w (the postinst starts the unit),
+// adds the zram rule to its rules file and restarts the unit on it.
+func (w *worker) installDeb(deb string) {
+	w.t.Helper()
+	w.copyIn(deb, "/root/deb/sdm.deb")
+	w.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/sdm.deb")
+	w.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
+	w.must("systemctl", "restart", sdmUnit)
+}
+
+// applyDaemonSet applies the project's plain manifest (the DaemonSet, its
+// image daemonImage(tag), the zram rule for two pods added to its
+// ConfigMap) and labels node w as its nodeSelector asks.
+func (c *cluster) applyDaemonSet(t *testing.T, w *worker, tag string) {
+	t.Helper()
+	ctx := context.Background()
+	c.labelForDaemonSet(t, w)
+	objs, err := readManifest(filepath.Join("..", "packaging", "kubernetes", "smarter-device-manager.yaml"))
+	c.must(err)
+	c.must(forCluster(objs, daemonImage(tag), zramRuleShared))
+	c.must(c.apply(ctx, objs))
+}
+
+// labelForDaemonSet labels node w as the manifests' nodeSelector asks.
+func (c *cluster) labelForDaemonSet(t *testing.T, w *worker) {
+	t.Helper()
+	patch := []byte(`{"metadata":{"labels":{"smarter-device-manager":"enabled"}}}`)
+	if _, err := c.cs.CoreV1().Nodes().Patch(context.Background(), w.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestNodeReboot is issue 21's reboot: node A runs the daemon as the .deb's
 // systemd service, ordered before the kubelet; node B runs it as the
 // project's DaemonSet. Each node has one zram device; on each a bare pod
@@ -535,100 +593,27 @@ type rebootResult struct {
 // on the DaemonSet node the count is measured and the Deployment must
 // recover. The figures are logged (REBOOT lines) for BENCHMARKS.md.
 func TestNodeReboot(t *testing.T) {
-	skipUnlessDocker(t)
-	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
-		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
-	}
-	pid := strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
-		if err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("node containers left behind: %q %v", out, err)
-		}
-	})
-	removeStaleNodes(t)
-	gateway := dockerGateway(t)
-
-	// The .deb (and the release binaries the DaemonSet's image holds)
-	// while the node image builds.
-	begin := time.Now()
-	debDir := t.TempDir()
-	type built struct {
-		deb string
-		err error
-	}
-	debc := make(chan built, 1)
-	go func() {
-		deb, err := buildDeb(debDir)
-		debc <- built{deb, err}
-	}()
-	image, err := nodeImage()
-	b := <-debc
-	if err != nil {
-		t.Skipf("SKIPPED: no node image: %v", err)
-	}
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	dist := filepath.Join(debDir, "dist", "linux-"+runtime.GOARCH)
-	t.Logf("image %s and %s ready in %.1f s", image, filepath.Base(b.deb), time.Since(begin).Seconds())
-
-	c := controlPlane(t, gateway)
+	e := setUpNodes(t, "nodes")
+	c := e.c
 	ctx := context.Background()
-	// The images each node's containerd holds, as image tarballs.
-	imgDir := filepath.Join(baseDir, "images")
-	c.must(os.MkdirAll(imgDir, 0o755))
-	var tars []string
-	for _, im := range []struct {
-		ref     string
-		files   []imageFile
-		dirs    []string
-		entry   []string
-		workdir string
-	}{
-		{pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, ""},
-		{daemonImage("nodes"), []imageFile{
-			{path: "smarter-device-manager", src: filepath.Join(dist, "smarter-device-manager"), mode: 0o755},
-			{path: "smarter-device-manager-dra", src: filepath.Join(dist, "smarter-device-manager-dra"), mode: 0o755},
-		}, []string{"root"}, []string{"/smarter-device-manager"}, "/root"},
-	} {
-		tar := filepath.Join(imgDir, strings.NewReplacer("/", "_", ":", "_").Replace(im.ref)+".tar")
-		c.must(writeImage(tar, im.ref, im.files, im.dirs, im.entry, im.workdir))
-		tars = append(tars, tar)
-	}
-	probe := filepath.Join(baseDir, "devprobe")
-	c.must(goBuild(probe, "./cmd/devprobe"))
-	tar := filepath.Join(imgDir, "devprobe.tar")
-	c.must(writeImage(tar, probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, ""))
-	tars = append(tars, tar)
 
 	// One zram device per node, made before the nodes so that each is
 	// there at every boot, as a device plugged in for good is.
 	devA, devB := c.hotAdd(t), c.hotAdd(t)
-	begin = time.Now()
-	a := c.startWorker(t, image, gateway, "sdm-node-a", devA, tars)
-	bn := c.startWorker(t, image, gateway, "sdm-node-b", devB, tars)
+	begin := time.Now()
+	a := c.startWorker(t, e.image, e.gateway, "sdm-node-a", devA, e.tars)
+	bn := c.startWorker(t, e.image, e.gateway, "sdm-node-b", devB, e.tars)
 	t.Logf("nodes booted, containerd up, images imported in %s", time.Since(begin).Round(time.Millisecond))
 
 	// Node A: the .deb, its unit enabled by the postinst; one rule for zram.
-	a.copyIn(b.deb, "/root/deb/sdm.deb")
-	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/sdm.deb")
-	a.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
-	a.must("systemctl", "restart", sdmUnit)
+	a.installDeb(e.deb)
 	a.startKubelet(c)
 	bn.startKubelet(c)
 	c.waitNodeAllocatable(t, a.name, zram(devA), 2)
 	t.Logf("API: node %s (systemd service): %s=2 allocatable", a.name, zram(devA))
 
 	// Node B: the project's DaemonSet, on the nodes the user labels.
-	patch := []byte(`{"metadata":{"labels":{"smarter-device-manager":"enabled"}}}`)
-	if _, err := c.cs.CoreV1().Nodes().Patch(ctx, bn.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	objs, err := readManifest(filepath.Join("..", "packaging", "kubernetes", "smarter-device-manager.yaml"))
-	c.must(err)
-	c.must(forCluster(objs, daemonImage("nodes"), zramRuleShared))
-	c.must(c.apply(ctx, objs))
+	c.applyDaemonSet(t, bn, "nodes")
 	c.waitNodeAllocatable(t, bn.name, zram(devB), 2)
 	t.Logf("API: node %s (DaemonSet): %s=2 allocatable", bn.name, zram(devB))
 

@@ -41,43 +41,14 @@ var sdmBins = []string{"/usr/bin/smarter-device-manager", "/usr/bin/smarter-devi
 // the journal, and a purge leaves nothing behind.
 func TestNodeSystemdService(t *testing.T) {
 	skipUnlessDocker(t)
-	pid := strconv.Itoa(os.Getpid())
-	// Registered first, so it runs after every other cleanup.
-	t.Cleanup(func() {
-		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
-		if err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("node containers left behind: %q %v", out, err)
-		}
-	})
+	checkNoNodesLeft(t)
 	removeStaleNodes(t)
-
-	// The .deb meanwhile: one is compiling, the other mostly downloading and
-	// dpkg.
-	begin := time.Now()
-	type built struct {
-		deb string
-		err error
-	}
-	debc := make(chan built, 1)
-	debDir := t.TempDir()
-	go func() {
-		deb, err := buildDeb(debDir)
-		debc <- built{deb, err}
-	}()
-	image, err := nodeImage()
-	b := <-debc
-	if err != nil {
-		t.Skipf("SKIPPED: no node image: %v", err)
-	}
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	t.Logf("image %s and %s ready in %.1f s", image, filepath.Base(b.deb), time.Since(begin).Seconds())
+	image, deb := imageAndDeb(t, t.TempDir())
 
 	// The node's plugin directory is a directory here, as the kubelet's is
 	// on a real node's disk, so this test can dial the daemon's socket.
 	plugins := t.TempDir()
-	begin = time.Now()
+	begin := time.Now()
 	n := startNode(t, image, "-v", plugins+":"+nodePluginDir)
 	t.Logf("node %.12s booted (systemd: running) in %.1f s", n.id, time.Since(begin).Seconds())
 
@@ -89,7 +60,7 @@ func TestNodeSystemdService(t *testing.T) {
 
 	// Install: the postinst enables and starts the unit.
 	n.must("mkdir", "-p", "/root/deb")
-	if _, err := dockerCmd(time.Minute, "cp", b.deb, n.id+":/root/deb/sdm.deb"); err != nil {
+	if _, err := dockerCmd(time.Minute, "cp", deb, n.id+":/root/deb/sdm.deb"); err != nil {
 		t.Fatal(err)
 	}
 	begin = time.Now()

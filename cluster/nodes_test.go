@@ -204,3 +204,43 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// checkNoNodesLeft fails the test if a node container it started is still
+// there once every other cleanup has run (it is registered first).
+func checkNoNodesLeft(t *testing.T) {
+	t.Helper()
+	pid := strconv.Itoa(os.Getpid())
+	t.Cleanup(func() {
+		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
+		if err != nil || strings.TrimSpace(out) != "" {
+			t.Errorf("node containers left behind: %q %v", out, err)
+		}
+	})
+}
+
+// imageAndDeb builds the node image (or finds it cached) and, meanwhile,
+// the .deb under debDir (one is compiling, the other mostly downloading
+// and dpkg); no image is a skip, a failed .deb a failure.
+func imageAndDeb(t *testing.T, debDir string) (image, deb string) {
+	t.Helper()
+	begin := time.Now()
+	type built struct {
+		deb string
+		err error
+	}
+	debc := make(chan built, 1)
+	go func() {
+		deb, err := buildDeb(debDir)
+		debc <- built{deb, err}
+	}()
+	image, err := nodeImage()
+	b := <-debc
+	if err != nil {
+		t.Skipf("SKIPPED: no node image: %v", err)
+	}
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	t.Logf("image %s and %s ready in %.1f s", image, filepath.Base(b.deb), time.Since(begin).Seconds())
+	return image, b.deb
+}

@@ -3,10 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,88 +30,21 @@ import (
 // the upgrade is served (allocatable, and a pod that opens it). Then dpkg
 // --purge on node A leaves no file, unit or plugin socket of the daemon.
 func TestNodeUpgrade(t *testing.T) {
-	skipUnlessDocker(t)
-	if _, err := os.Stat("/sys/class/zram-control/hot_add"); err != nil {
-		t.Skip("SKIPPED: node suite: no zram hot_add (modprobe zram num_devices=0; scripts/test-deps.sh does)")
-	}
-	pid := strconv.Itoa(os.Getpid())
-	t.Cleanup(func() {
-		out, err := dockerCmd(time.Minute, "ps", "-aq", "--filter", "label="+nodeLabel+"="+pid)
-		if err != nil || strings.TrimSpace(out) != "" {
-			t.Errorf("node containers left behind: %q %v", out, err)
-		}
-	})
-	removeStaleNodes(t)
-	gateway := dockerGateway(t)
-
-	begin := time.Now()
-	type built struct {
-		deb string
-		err error
-	}
-	oldDir, newDir := t.TempDir(), t.TempDir()
-	old, next := make(chan built, 1), make(chan built, 1)
-	go func() {
-		deb, err := buildDeb(oldDir)
-		old <- built{deb, err}
-		// The later version: the same tree, packaged as the release after.
-		deb, err = buildDebVersion(newDir, "99.0.0")
-		next <- built{deb, err}
-	}()
-	image, err := nodeImage()
-	v1, v2 := <-old, <-next
-	if err != nil {
-		t.Skipf("SKIPPED: no node image: %v", err)
-	}
-	for _, b := range []built{v1, v2} {
-		if b.err != nil {
-			t.Fatal(b.err)
-		}
-	}
-	dist := filepath.Join(oldDir, "dist", "linux-"+runtime.GOARCH)
-	t.Logf("image %s, %s and %s ready in %.1f s", image, filepath.Base(v1.deb), filepath.Base(v2.deb), time.Since(begin).Seconds())
-
-	c := controlPlane(t, gateway)
+	e := setUpNodes(t, "nodes", "nodes-2")
+	c := e.c
 	ctx := context.Background()
-	imgDir := filepath.Join(baseDir, "images")
-	c.must(os.MkdirAll(imgDir, 0o755))
-	var tars []string
-	addImage := func(ref string, files []imageFile, dirs, entry []string, workdir string) {
-		tar := filepath.Join(imgDir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		c.must(writeImage(tar, ref, files, dirs, entry, workdir))
-		tars = append(tars, tar)
-	}
-	addImage(pauseImage, []imageFile{{path: "pause", src: filepath.Join(c.bin, "pause"), mode: 0o755}}, nil, []string{"/pause"}, "")
-	probe := filepath.Join(baseDir, "devprobe")
-	c.must(goBuild(probe, "./cmd/devprobe"))
-	addImage(probeImage, []imageFile{{path: "devprobe", src: probe, mode: 0o755}}, nil, []string{"/devprobe"}, "")
-	// The DaemonSet's image, and the next one (the same binaries, as the
-	// upgraded package): a rolling update replaces the pod either way.
-	for _, tag := range []string{"nodes", "nodes-2"} {
-		addImage(daemonImage(tag), []imageFile{
-			{path: "smarter-device-manager", src: filepath.Join(dist, "smarter-device-manager"), mode: 0o755},
-			{path: "smarter-device-manager-dra", src: filepath.Join(dist, "smarter-device-manager-dra"), mode: 0o755},
-		}, []string{"root"}, []string{"/smarter-device-manager"}, "/root")
-	}
+	// The later version: the same tree, packaged as the release after.
+	v2, err := buildDebVersion(t.TempDir(), "99.0.0")
+	c.must(err)
 
 	devA, devB := c.hotAdd(t), c.hotAdd(t)
-	a := c.startWorker(t, image, gateway, "sdm-node-a", devA, tars)
-	bn := c.startWorker(t, image, gateway, "sdm-node-b", devB, tars)
-	a.copyIn(v1.deb, "/root/deb/old.deb")
-	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "/root/deb/old.deb")
-	a.must("sh", "-c", "printf '%s' '"+zramRuleTOML+"' >> "+sdmConf)
-	a.must("systemctl", "restart", sdmUnit)
+	a := c.startWorker(t, e.image, e.gateway, "sdm-node-a", devA, e.tars)
+	bn := c.startWorker(t, e.image, e.gateway, "sdm-node-b", devB, e.tars)
+	a.installDeb(e.deb)
 	a.startKubelet(c)
 	bn.startKubelet(c)
 	c.waitNodeAllocatable(t, a.name, zram(devA), 2)
-	patch := []byte(`{"metadata":{"labels":{"smarter-device-manager":"enabled"}}}`)
-	if _, err := c.cs.CoreV1().Nodes().Patch(ctx, bn.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	objs, err := readManifest(filepath.Join("..", "packaging", "kubernetes", "smarter-device-manager.yaml"))
-	c.must(err)
-	c.must(forCluster(objs, daemonImage("nodes"), zramRuleShared))
-	c.must(c.apply(ctx, objs))
+	c.applyDaemonSet(t, bn, "nodes")
 	c.waitNodeAllocatable(t, bn.name, zram(devB), 2)
 	c.waitServiceAccount(t, "default")
 
@@ -134,15 +64,15 @@ func TestNodeUpgrade(t *testing.T) {
 	before := c.containers(t, wls[a]...)
 	unitBefore := a.unit()
 	nw := c.watchNode(t, a.name, zram(devA))
-	begin = time.Now()
-	a.copyIn(v2.deb, "/root/deb/new.deb")
+	begin := time.Now()
+	a.copyIn(v2, "/root/deb/new.deb")
 	a.must("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "--force-confdef", "--force-confold", "/root/deb/new.deb")
 	after := a.waitUnit("the new package's daemon running", time.Minute, func(p map[string]string) bool {
 		return p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != unitBefore["MainPID"] && atoi(p["MainPID"]) > 0
 	})
 	version := strings.TrimSpace(a.must("dpkg-query", "-W", "-f=${Version}", sdmPkg))
 	t.Logf("node %s: dpkg -i of %s: unit active (running), MainPID %s → %s, package version %s, %.1f s",
-		a.name, filepath.Base(v2.deb), unitBefore["MainPID"], after["MainPID"], version, time.Since(begin).Seconds())
+		a.name, filepath.Base(v2), unitBefore["MainPID"], after["MainPID"], version, time.Since(begin).Seconds())
 	if !strings.HasPrefix(version, "99.0.0") {
 		t.Errorf("after the upgrade dpkg says version %q, want 99.0.0", version)
 	}
@@ -254,23 +184,13 @@ func (nw *nodeWatch) stop() (writes int, minCap, minAlloc int64) {
 	return nw.writes, nw.minCap, nw.minAlloc
 }
 
-// plugInto hot-adds a zram device on this machine and gives it to node w
-// as a plug does: its node made in w's /dev (what devtmpfs does on a real
-// node), its uevent sent again (the first came before the node existed).
-// It returns the device's number and when the uevent was sent.
+// plugInto hot-adds a zram device on this machine and plugs it into node
+// w (plugDev); it returns the device's number and when its uevent was sent.
 func (c *cluster) plugInto(t *testing.T, w *worker) (int, time.Time) {
 	t.Helper()
 	n := c.hotAdd(t)
-	mm, err := os.ReadFile(fmt.Sprintf("/sys/block/zram%d/dev", n))
-	if err != nil {
-		t.Fatal(err)
-	}
-	major, minor, _ := strings.Cut(strings.TrimSpace(string(mm)), ":")
-	w.must("mknod", "-m", "0660", fmt.Sprintf("/dev/zram%d", n), "b", major, minor)
 	sent := time.Now()
-	if err := os.WriteFile(fmt.Sprintf("/sys/block/zram%d/uevent", n), []byte("add"), 0o200); err != nil {
-		t.Fatal(err)
-	}
+	plugDev(t, w, n)
 	return n, sent
 }
 

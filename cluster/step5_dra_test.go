@@ -108,21 +108,7 @@ func (c *cluster) stepDRA(t *testing.T) {
 	})
 	t.Logf("API: ResourceSlice %s (driver %s, node %s): device %s path=%s resource=%s taints=%d", slice, draDriver, nodeName, dev.Name, path, strAttr(dev, "resource"), len(dev.Taints))
 
-	tmpl := &resourcev1.ResourceClaimTemplate{
-		ObjectMeta: metav1.ObjectMeta{Name: "zram-by-path", Namespace: "default"},
-		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
-			Requests: []resourcev1.DeviceRequest{{
-				Name: "zram",
-				Exactly: &resourcev1.ExactDeviceRequest{
-					DeviceClassName: "smarter-devices",
-					Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
-						Expression: fmt.Sprintf(`device.attributes[%q].path == %q`, draDriver, path),
-					}}},
-				},
-			}},
-		}}},
-	}
-	if _, err := c.cs.ResourceV1().ResourceClaimTemplates("default").Create(ctx, tmpl, metav1.CreateOptions{}); err != nil {
+	if _, err := c.cs.ResourceV1().ResourceClaimTemplates("default").Create(ctx, pathClaimTemplate("zram-by-path", "zram", path), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := probePod("devprobe-dra", devE, nil)
@@ -200,6 +186,26 @@ func (c *cluster) stepDRA(t *testing.T) {
 		return false, podState(p)
 	})
 	t.Logf("API: pod default/devprobe-dra evicted: %s, %s after the unplug", reason, time.Since(begin).Round(time.Millisecond))
+}
+
+// pathClaimTemplate is a ResourceClaimTemplate named name whose one
+// request (request) takes the device of the shipped smarter-devices class
+// with that path.
+func pathClaimTemplate(name, request, path string) *resourcev1.ResourceClaimTemplate {
+	return &resourcev1.ResourceClaimTemplate{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
+			Requests: []resourcev1.DeviceRequest{{
+				Name: request,
+				Exactly: &resourcev1.ExactDeviceRequest{
+					DeviceClassName: "smarter-devices",
+					Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+						Expression: fmt.Sprintf(`device.attributes[%q].path == %q`, draDriver, path),
+					}}},
+				},
+			}},
+		}}},
+	}
 }
 
 // strAttr is a string attribute in the driver's domain, which a slice may
