@@ -181,7 +181,8 @@ e2e-cluster: deps
 # control plane on this machine and reboots them (TestNodeReboot), upgrades
 # the daemon under running pods (TestNodeUpgrade) and moves a device from
 # one to the other (TestNodeDeviceFollows*: the DRA overlay, rendered by
-# the pinned kustomize, and the .deb). Needs root, a Docker
+# the pinned kustomize, and the .deb), and installs the Helm chart as
+# docs/deployment.md does (TestNodeHelmChart, the pinned helm). Needs root, a Docker
 # engine and, for the first image build, Debian's mirror (mmdebstrap is
 # installed with apt-get when missing); no container registry. Not part of
 # `make test`. Everything runs under nice -n 19.
@@ -190,6 +191,7 @@ e2e-nodes:
 		echo "e2e-nodes: SKIPPED: the node suite needs root on Linux (Docker, systemd in a container)"; \
 	else \
 		{ [ -x bin/kustomize ] || nice -n 19 $(GO) build -C tools/kustomize -o $(CURDIR)/bin/kustomize sigs.k8s.io/kustomize/kustomize/v5; } && \
+		{ [ -x bin/helm ] || nice -n 19 $(GO) build -C tools/helm -o $(CURDIR)/bin/helm helm.sh/helm/v3/cmd/helm; } && \
 		bin=$$(nice -n 19 bash scripts/cluster-build.sh | tail -n 1) && \
 		cd cluster && nice -n 19 $(GO) vet ./... && \
 		SDM_CLUSTER_BIN=$$bin nice -n 19 $(GO) test -v -count=1 -timeout 45m -run '^TestNode' .; \
