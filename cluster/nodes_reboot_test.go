@@ -35,8 +35,8 @@ import (
 const (
 	// What the node containers bind-mount from this machine.
 	nodeBinDir = "/opt/sdm-cluster/bin" // the cluster suite's cache (scripts/cluster-build.sh)
-	// Host directories of the nodes (containerd's root): removed at the end,
-	// and by the next run after a killed one.
+	// Host directories of the nodes (containerd's and the kubelet's
+	// roots): removed at the end, and by the next run after a killed one.
 	nodesBase = "/var/lib/sdm-nodes"
 	// Two pods (a bare one and a Deployment's) share each node's device.
 	zramRuleShared = "- devicematch: ^zram[0-9]+$\n  nummaxdevices: 2\n"
