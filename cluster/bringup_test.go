@@ -366,28 +366,16 @@ func (c *cluster) startControlPlane() error {
 	return nil
 }
 
-func (c *cluster) startContainerd() error {
-	root := filepath.Join(baseDir, "containerd")
-	state := filepath.Join(runDir, "containerd")
-	c.ctrSock = filepath.Join(state, "containerd.sock")
-	cniDir := filepath.Join(baseDir, "cni", "net.d")
-	if err := os.MkdirAll(cniDir, 0o755); err != nil {
-		return err
-	}
-	// No CNI: every pod uses the host's network. containerd's CRI reports
-	// NetworkReady=false, and the node NotReady, until it has loaded a
-	// network config; this one names a plugin that does not exist, so a
-	// pod that is not hostNetwork fails at once instead of half-working.
-	// CNI 1.0.0: containerd asks a plugin for its STATUS only from 1.1.0.
-	conflist := `{"cniVersion":"1.0.0","name":"sdm-cluster-host-network-only","plugins":[{"type":"sdm-cluster-no-pod-network"}]}`
-	if err := os.WriteFile(filepath.Join(cniDir, "10-host-network-only.conflist"), []byte(conflist), 0o644); err != nil {
-		return err
-	}
-	sp, err := freePort()
-	if err != nil {
-		return err
-	}
-	cfg := fmt.Sprintf(`version = 3
+// hostNetworkOnlyConflist is the CNI configuration of every containerd of
+// the suites (see startContainerd).
+const hostNetworkOnlyConflist = `{"cniVersion":"1.0.0","name":"sdm-cluster-host-network-only","plugins":[{"type":"sdm-cluster-no-pod-network"}]}`
+
+// containerdConfig is the configuration of every containerd of the suites
+// (this machine's and the worker nodes'), at the paths given: its root and
+// state, its socket, the CNI configuration and plugin directories, runc's
+// state and the CRI stream server's port.
+func containerdConfig(root, state, sock, cniConf, cniBin, runcRoot string, streamPort int) string {
+	return fmt.Sprintf(`version = 3
 root = %q
 state = %q
 [grpc]
@@ -424,7 +412,30 @@ state = %q
   disable_tcp_service = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "%d"
-`, root, state, c.ctrSock, c.ctrSock+".ttrpc", pauseImage, cniDir, filepath.Join(baseDir, "cni", "bin"), filepath.Join(runDir, "runc"), sp)
+`, root, state, sock, sock+".ttrpc", pauseImage, cniConf, cniBin, runcRoot, streamPort)
+}
+
+func (c *cluster) startContainerd() error {
+	root := filepath.Join(baseDir, "containerd")
+	state := filepath.Join(runDir, "containerd")
+	c.ctrSock = filepath.Join(state, "containerd.sock")
+	cniDir := filepath.Join(baseDir, "cni", "net.d")
+	if err := os.MkdirAll(cniDir, 0o755); err != nil {
+		return err
+	}
+	// No CNI: every pod uses the host's network. containerd's CRI reports
+	// NetworkReady=false, and the node NotReady, until it has loaded a
+	// network config; this one names a plugin that does not exist, so a
+	// pod that is not hostNetwork fails at once instead of half-working.
+	// CNI 1.0.0: containerd asks a plugin for its STATUS only from 1.1.0.
+	if err := os.WriteFile(filepath.Join(cniDir, "10-host-network-only.conflist"), []byte(hostNetworkOnlyConflist), 0o644); err != nil {
+		return err
+	}
+	sp, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg := containerdConfig(root, state, c.ctrSock, cniDir, filepath.Join(baseDir, "cni", "bin"), filepath.Join(runDir, "runc"), sp)
 	path := filepath.Join(baseDir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err

@@ -81,17 +81,7 @@ func TestNodeDeviceFollows(t *testing.T) {
 	p.Labels = map[string]string{"sdm-reboot": "follow"}
 	p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "dev"}}}
 	p.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "dev", ResourceClaimTemplateName: new("follow")}}
-	d := deploymentOf("follow", p)
-	begin := time.Now()
-	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wl := workload{name: "follow", w: &worker{node: a.node, name: a.name, dev: dev}}
-	first := c.waitWorkload(t, wl, "")
-	if first.Spec.NodeName != a.name {
-		t.Fatalf("pod %s runs on %s; the device is on %s", first.Name, first.Spec.NodeName, a.name)
-	}
-	t.Logf("API: pod %s runs on %s with %s, %s after the Deployment was created", first.Name, first.Spec.NodeName, path, time.Since(begin).Round(time.Millisecond))
+	wl, first := c.startFollower(t, p, a, dev)
 
 	// Unplugged from node A: the driver taints it NoExecute; the pod goes.
 	a.must("rm", "-f", path)
@@ -200,15 +190,7 @@ func TestNodeDeviceFollowsDevicePlugin(t *testing.T) {
 
 	p := probePod("follow", dev, nil)
 	p.Labels = map[string]string{"sdm-reboot": "follow"}
-	d := deploymentOf("follow", p)
-	if _, err := c.cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wl := workload{name: "follow", w: &worker{node: a.node, name: a.name, dev: dev}}
-	first := c.waitWorkload(t, wl, "")
-	if first.Spec.NodeName != a.name {
-		t.Fatalf("pod %s runs on %s; the device is on %s", first.Name, first.Spec.NodeName, a.name)
-	}
+	wl, first := c.startFollower(t, p, a, dev)
 
 	a.must("rm", "-f", path)
 	if err := os.WriteFile(fmt.Sprintf("/sys/block/zram%d/uevent", dev), []byte("remove"), 0o200); err != nil {
@@ -264,4 +246,21 @@ func (c *cluster) waitMoved(t *testing.T, wl workload, old, node string) *corev1
 		return false, strings.Join(st, "; ")
 	})
 	return moved
+}
+
+// startFollower makes pod p the one-replica Deployment "follow" and waits
+// until its pod runs on node a with the device zram<dev> open.
+func (c *cluster) startFollower(t *testing.T, p *corev1.Pod, a *worker, dev int) (workload, *corev1.Pod) {
+	t.Helper()
+	begin := time.Now()
+	if _, err := c.cs.AppsV1().Deployments("default").Create(context.Background(), deploymentOf("follow", p), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wl := workload{name: "follow", w: &worker{node: a.node, name: a.name, dev: dev}}
+	first := c.waitWorkload(t, wl, "")
+	if first.Spec.NodeName != a.name {
+		t.Fatalf("pod %s runs on %s; the device is on %s", first.Name, first.Spec.NodeName, a.name)
+	}
+	t.Logf("API: pod %s runs on %s with /dev/zram%d, %s after the Deployment was created", first.Name, first.Spec.NodeName, dev, time.Since(begin).Round(time.Millisecond))
+	return wl, first
 }

@@ -202,10 +202,12 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 	}
 	w.copyIn(kc, "/etc/kubernetes/kubelet.kubeconfig")
 	w.copyIn(c.pki.path("ca.crt"), "/etc/kubernetes/pki/ca.crt")
-	w.write("/etc/containerd/config.toml", nodeContainerdConfig)
-	// As in TestCluster: pods use the node's network only.
-	w.write("/etc/cni/net.d/10-host-network-only.conflist",
-		`{"cniVersion":"1.0.0","name":"sdm-cluster-host-network-only","plugins":[{"type":"sdm-cluster-no-pod-network"}]}`)
+	// TestCluster's containerd at a node's standard paths (runc's state
+	// where containerd's shim puts it by default); pods use the node's
+	// network only.
+	w.write("/etc/containerd/config.toml", containerdConfig("/var/lib/containerd", "/run/containerd",
+		"/run/containerd/containerd.sock", "/etc/cni/net.d", "/opt/cni/bin", "/run/containerd/runc", 10010))
+	w.write("/etc/cni/net.d/10-host-network-only.conflist", hostNetworkOnlyConflist)
 	w.write("/etc/systemd/system/containerd.service", nodeContainerdUnit)
 	w.write("/var/lib/kubelet/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name)+kubeletSharedConfig)
 	w.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(nodeKubeletUnit, name, name))
@@ -326,38 +328,6 @@ func (w *worker) journal(unit string) string {
 	out, _ := w.exec("journalctl", "-u", unit, "--no-pager", "-n", "40")
 	return out
 }
-
-// The node's containerd: TestCluster's settings at a node's standard paths.
-const nodeContainerdConfig = `version = 3
-root = "/var/lib/containerd"
-state = "/run/containerd"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "` + pauseImage + `"
-[plugins."io.containerd.cri.v1.runtime"]
-  device_ownership_from_security_context = true
-  restrict_oom_score_adj = true
-  cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    conf_dir = "/etc/cni/net.d"
-    bin_dirs = ["/opt/cni/bin"]
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-      BinaryName = "/usr/sbin/runc"
-      SystemdCgroup = false
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "10010"
-`
 
 // containerd's own unit (containerd.service upstream), its binaries from
 // the bind-mounted cache.
