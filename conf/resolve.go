@@ -102,6 +102,21 @@ func (w Warning) String() string { return w.Device + ": " + w.Msg }
 // Error is String, so a Warning can be returned or wrapped as an error.
 func (w Warning) Error() string { return w.String() }
 
+// servingDir returns the nearest directory above path that a rule serves,
+// and that rule; -1 when none does.
+func servingDir(dirWin map[string]int, path string) (string, int) {
+	for dir := path; ; {
+		i := strings.LastIndexByte(dir, '/')
+		if i < 0 {
+			return "", -1
+		}
+		dir = dir[:i]
+		if w, ok := dirWin[dir]; ok {
+			return dir, w
+		}
+	}
+}
+
 // gpuPart is the name part of GPU N, as the old daemon named it.
 const gpuPart = "nvidia-gpu"
 
@@ -110,7 +125,8 @@ const gpuPart = "nvidia-gpu"
 //
 // Each device is matched against the DeviceRules in order (the regexp sees
 // the path relative to the root); the first match wins, and every later rule
-// that also matches gives a Warning. The resource's name part is the rule's
+// that also matches gives a Warning; a node below a directory that an
+// earlier rule serves is the directory's (Warning). The resource's name part is the rule's
 // Name, or else the path with '/' and every character outside
 // [A-Za-z0-9_-] replaced by '_'. A name that is not a valid extended
 // resource name, or that an earlier device (in devs order) already took,
@@ -145,7 +161,9 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 		out = append(out, r)
 	}
 
-	for _, d := range devs {
+	wins := make([]int, len(devs))
+	dirWin := map[string]int{} // a directory a rule serves → that rule
+	for j, d := range devs {
 		win := -1
 		for i := range c.Rules {
 			r := &c.Rules[i]
@@ -158,8 +176,26 @@ func (c *Config) Resolve(prefix string, devs []Device, gpus []string) ([]Resourc
 			}
 			warns = append(warns, Warning{d.Path, fmt.Sprintf("also matches rule %s, which is ignored for it; rule %s comes first", r.describe(), c.Rules[win].describe())})
 		}
+		wins[j] = win
+		if d.Dir && win >= 0 {
+			dirWin[d.Path] = win
+		}
+	}
+	for j, d := range devs {
+		win := wins[j]
 		if win < 0 {
 			continue
+		}
+		// A directory's resource gives every node below it, so first rule
+		// wins there too: a node in a directory an earlier rule serves is
+		// that directory's (else one node would be handed out by two
+		// resources at once).
+		if dir, dw := servingDir(dirWin, d.Path); dw >= 0 && dw != win {
+			if dw < win {
+				warns = append(warns, Warning{d.Path, fmt.Sprintf("is inside %s, which rule %s serves as a whole; rule %s, which comes later, is ignored for it", dir, c.Rules[dw].describe(), c.Rules[win].describe())})
+				continue
+			}
+			warns = append(warns, Warning{d.Path, fmt.Sprintf("is inside %s, which rule %s also serves as a whole: two resources give this node", dir, c.Rules[dw].describe())})
 		}
 		r := &c.Rules[win]
 		if r.Class != "" {

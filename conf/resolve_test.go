@@ -50,6 +50,27 @@ func TestResolve(t *testing.T) {
 			`ttyUSB0: also matches rule r.yaml:5 ("USB"), which is ignored for it; rule r.yaml:3 ("^tty") comes first`,
 		},
 	}, {
+		// docs/configuration.md's audio cookbook, both rules: the directory
+		// gives every node below it, so a node rule after it must not hand
+		// one of those nodes out a second time.
+		name: "a node inside a directory an earlier rule serves is the directory's",
+		cfg:  v1("- match: ^snd$\n- {match: ^snd/controlC, class: audio}\n- match: ^ttyS0$\n"), prefix: p,
+		devs: []Device{{Path: "snd", Dir: true}, {Path: "snd/controlC1"}, {Path: "ttyS0"}},
+		want: []Resource{
+			{Name: "smarter-devices/snd", Socket: "smarter-snd.sock", Rule: 0, Path: "snd", Dir: true, Count: 1, Permissions: "rw"},
+			{Name: "smarter-devices/ttyS0", Socket: "smarter-ttyS0.sock", Rule: 2, Path: "ttyS0", Count: 1, Permissions: "rw"},
+		},
+		warns: []string{`snd/controlC1: is inside snd, which rule r.yaml:3 ("^snd$") serves as a whole; rule r.yaml:4 ("^snd/controlC"), which comes later, is ignored for it`},
+	}, {
+		name: "a node rule before its directory's keeps the node, with a warning",
+		cfg:  v1("- match: ^snd/controlC\n- match: ^snd$\n"), prefix: p,
+		devs: []Device{{Path: "snd", Dir: true}, {Path: "snd/controlC1"}},
+		want: []Resource{
+			{Name: "smarter-devices/snd", Socket: "smarter-snd.sock", Rule: 1, Path: "snd", Dir: true, Count: 1, Permissions: "rw"},
+			{Name: "smarter-devices/snd_controlC1", Socket: "smarter-snd_controlC1.sock", Rule: 0, Path: "snd/controlC1", Count: 1, Permissions: "rw"},
+		},
+		warns: []string{`snd/controlC1: is inside snd, which rule r.yaml:4 ("^snd$") also serves as a whole: two resources give this node`},
+	}, {
 		name: "invalid names are skipped with a warning",
 		cfg:  v1("- match: .*\n"), prefix: p,
 		devs: []Device{{Path: "ok"}, {Path: "bad_"}, {Path: "_bad"}},
