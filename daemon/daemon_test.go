@@ -70,6 +70,13 @@ func parseRules(t *testing.T, name, text string) *conf.Config {
 
 func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 	t.Helper()
+	return newHarnessFile(t, "rules.yaml", rules, mutate)
+}
+
+// newHarnessFile is newHarness with the rule file's name, whose extension
+// chooses the format (rules.toml).
+func newHarnessFile(t *testing.T, file, rules string, mutate func(*Options)) *harness {
+	t.Helper()
 	dir := testutil.ShortTempDir(t)
 	h := &harness{
 		t:      t,
@@ -89,7 +96,7 @@ func newHarness(t *testing.T, rules string, mutate func(*Options)) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.kubelet.Stop)
-	rulesFile := filepath.Join(dir, "rules.yaml")
+	rulesFile := filepath.Join(dir, file)
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -316,3 +316,14 @@ func (b *builder) chain(parent string, ds ...Dev) string {
 	}
 	return parent
 }
+
+// NodePaths are the paths below /dev of every node present.
+func (m *Machine) NodePaths() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, n := range m.nodes {
+		out = append(out, n.Path)
+	}
+	return out
+}

@@ -213,6 +213,9 @@ func (v sysView) entryFor(n *PluggedNode) *udevEntry {
 
 // writeUdev writes n's database entry and links (the machine's lock held).
 func (m *Machine) writeUdev(n *PluggedNode) {
+	if n.SysPath == "" {
+		return // made with mknod: the kernel sent no uevent, so udev has no entry
+	}
 	e := sysView{m.Sys}.entryFor(n)
 	m.Run.Put("udev/data/"+dbName(n), &fstest.MapFile{Mode: 0o644, Data: e.render()})
 	for _, l := range e.links {
