@@ -48,6 +48,10 @@ type Options struct {
 	// RemoveAfter is how long a resource whose device has gone stays
 	// registered (unhealthy) before it is stopped; 0 keeps it forever.
 	RemoveAfter time.Duration
+	// FlapDamping holds down a device that keeps coming and going; the
+	// zero value turns it off (the command line's default is
+	// DefaultFlapDamping).
+	FlapDamping FlapDamping
 	// Resync is the period of a full re-read with no event at all: a safety
 	// net for a dead udevd or a netlink socket that lost its group. Default 1m.
 	Resync time.Duration
@@ -201,6 +205,7 @@ func newDaemon(opts Options) *daemon {
 		configChanged: make(chan struct{}, 1),
 		blockVerdicts: map[string]verdict{},
 		warned:        make(map[string]bool),
+		flap:          newFlapGuard(opts.FlapDamping),
 	}
 }
 
@@ -249,6 +254,8 @@ type daemon struct {
 		read bool
 	}
 	serveWG sync.WaitGroup
+	// flap damps units that keep coming and going.
+	flap *flapGuard
 }
 
 func (d *daemon) onEvent(ev hotplug.Event) {
@@ -344,7 +351,13 @@ func (d *daemon) reconcile(ctx context.Context, removal *time.Timer) {
 		d.log.Error().Err(err).Str("dir", d.opts.DevRoot).Msg("cannot read the device root")
 		return
 	}
-	acts, next := plan(d.desire(&st), d.resources, time.Now(), d.opts.RemoveAfter)
+	now := time.Now()
+	desired, flaps, release := d.flap.filter(d.desire(&st), now)
+	d.logFlaps(flaps)
+	acts, next := plan(desired, d.resources, now, d.opts.RemoveAfter)
+	if !release.IsZero() && (next.IsZero() || release.Before(next)) {
+		next = release
+	}
 	d.apply(ctx, acts)
 	removal.Stop()
 	if !next.IsZero() {

@@ -56,8 +56,12 @@ type Unit struct {
 	// Identity is what sysfs and udev say the unit is.
 	Identity Identity
 	// Healthy is what the device plugin says of the unit's IDs: present,
-	// and for a plain resource with the companions it requires.
+	// not flapping, and for a plain resource with the companions it
+	// requires.
 	Healthy bool
+	// Flapping: the unit keeps coming and going and is held down until it
+	// is quiet (FlapDamping); it shows as present meanwhile.
+	Flapping bool
 }
 
 // Present reports whether the unit was there at the last read.
@@ -119,7 +123,7 @@ func (d *daemon) outputView() []Resource {
 		r := d.resources[name]
 		v := Resource{Name: r.name, Class: r.class, Count: r.count, EvictOnUnplug: r.evict, Units: make([]Unit, len(r.units))}
 		for i, u := range r.units {
-			v.Units[i] = Unit{Key: u.key, Device: u.device, AbsentSince: u.absentSince, Content: u.content, Identity: u.ident, Healthy: healthy(r, u)}
+			v.Units[i] = Unit{Key: u.key, Device: u.device, AbsentSince: u.absentSince, Content: u.content, Identity: u.ident, Healthy: healthy(r, u), Flapping: u.flapping}
 		}
 		out = append(out, v)
 	}
@@ -134,6 +138,7 @@ func (d *daemon) reportOutput(r *Report) {
 	r.WaitingForKubelet = !registered
 	for name, res := range d.resources {
 		st := ResourceStatus{Registered: registered, Devices: len(res.units)}
+		st.Flapping, st.FlapEpisodes = d.flap.report(name)
 		for _, u := range res.units {
 			if healthy(res, u) {
 				st.Healthy++

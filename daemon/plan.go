@@ -42,6 +42,9 @@ type unit struct {
 	ident Identity
 	// absentSince is when the unit was first found gone; zero while present.
 	absentSince time.Time
+	// flapping: the unit keeps coming and going and is held down
+	// (FlapDamping): unhealthy, shown the same whether it is there or not.
+	flapping bool
 }
 
 // equal reports whether two resources are the same to every output.
@@ -50,7 +53,7 @@ func (r resource) equal(o resource) bool {
 }
 
 func (u unit) equal(o unit) bool {
-	return u.key == o.key && u.device == o.device && u.absentSince.Equal(o.absentSince) && u.content.equal(o.content) && u.ident == o.ident
+	return u.key == o.key && u.device == o.device && u.absentSince.Equal(o.absentSince) && u.flapping == o.flapping && u.content.equal(o.content) && u.ident == o.ident
 }
 
 // present reports whether the unit was there at the last read.

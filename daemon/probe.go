@@ -40,6 +40,10 @@ type ResourceStatus struct {
 	// PreferredAllocations counts the kubelet's GetPreferredAllocation
 	// calls, which it makes only where the server offers them.
 	PreferredAllocations int
+	// Flapping counts the units held down now for coming and going
+	// (FlapDamping); FlapEpisodes, the times one was held since start.
+	Flapping     int    `json:",omitempty"`
+	FlapEpisodes uint64 `json:",omitempty"`
 }
 
 // ErrNotAnswering is Check's error when the event loop does not answer:
@@ -80,6 +84,7 @@ func (d *daemon) report() Report {
 		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices),
 			Registrations: ss.Registrations, Allocations: ss.Allocations, Attempts: ss.Attempts,
 			PreferredAllocations: ss.PreferredAllocations}
+		st.Flapping, st.FlapEpisodes = d.flap.report(name)
 		for _, dev := range s.snap.Devices {
 			if dev.Healthy {
 				st.Healthy++

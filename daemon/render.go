@@ -32,7 +32,7 @@ func unitIDs(key string, count int) []string {
 // resources always have: checking its companions too would make a class
 // whose companion appears late (nvidia-uvm) unallocatable until it does.
 func healthy(r resource, u unit) bool {
-	return u.present() && (r.class || !u.content.MissingCompanion)
+	return u.present() && !u.flapping && (r.class || !u.content.MissingCompanion)
 }
 
 // pluginEdits is what the device plugin hands a container for one ID of

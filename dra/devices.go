@@ -37,6 +37,7 @@ const (
 const (
 	TaintUnplugged  = "unplugged"  // the device is gone; it leaves after --remove-after
 	TaintIncomplete = "incomplete" // a companion the rule requires (with) is missing
+	TaintFlapping   = "flapping"   // it keeps coming and going: held until quiet (--flap-half-life)
 )
 
 // maxSliceDevices is how many devices one ResourceSlice holds: the API's
@@ -163,6 +164,13 @@ func renderDevice(driver string, r daemon.Resource, u daemon.Unit, name string) 
 		}
 		dev.Taints = append(dev.Taints, resourceapi.DeviceTaint{Key: driver + "/" + TaintUnplugged, Effect: effect,
 			TimeAdded: ptr.To(metav1.NewTime(u.AbsentSince))})
+	case u.Flapping:
+		// As an unplug would: pods go if the rule evicts on unplug.
+		effect := resourceapi.DeviceTaintEffectNoSchedule
+		if r.EvictOnUnplug {
+			effect = resourceapi.DeviceTaintEffectNoExecute
+		}
+		dev.Taints = append(dev.Taints, resourceapi.DeviceTaint{Key: driver + "/" + TaintFlapping, Effect: effect})
 	case !u.Healthy:
 		dev.Taints = append(dev.Taints, resourceapi.DeviceTaint{Key: driver + "/" + TaintIncomplete, Effect: resourceapi.DeviceTaintEffectNoSchedule})
 	}

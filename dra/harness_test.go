@@ -81,6 +81,7 @@ type harness struct {
 	events *fakeEvents
 	probe  *daemon.Probe
 	stats  *daemon.Stats // the driver's
+	loop   *daemon.Stats // the daemon's
 	drv    *Driver
 	log    *testutil.SyncBuffer
 	cancel context.CancelFunc
@@ -91,12 +92,13 @@ type harnessOpts struct {
 	removeAfter time.Duration
 	client      *fake.Clientset // a previous run's API server; nil: a new one
 	dir         string          // a previous run's directories; "": new ones
+	flap        daemon.FlapDamping
 }
 
 func newHarness(t *testing.T, m *hwfixture.Machine, rules string, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, m: m, client: o.client, dir: o.dir, events: &fakeEvents{ch: make(chan hotplug.Event)},
-		probe: daemon.NewProbe(), stats: new(daemon.Stats), log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
+		probe: daemon.NewProbe(), stats: new(daemon.Stats), loop: new(daemon.Stats), log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	if h.client == nil {
 		h.client = fakeAPI()
 	}
@@ -118,7 +120,7 @@ func newHarness(t *testing.T, m *hwfixture.Machine, rules string, o harnessOpts)
 	h.cancel = cancel
 	go func() {
 		h.done <- daemon.Run(ctx, daemon.Options{Config: cfg, DevRoot: "/dev", DevFS: m.Dev, SysFS: m.Sys, RunFS: m.Run,
-			Resync: time.Hour, RemoveAfter: o.removeAfter, Events: h.events, Output: h.drv, Logger: log, Probe: h.probe})
+			Resync: time.Hour, RemoveAfter: o.removeAfter, FlapDamping: o.flap, Events: h.events, Output: h.drv, Logger: log, Probe: h.probe, Stats: h.loop})
 	}()
 	t.Cleanup(h.stop)
 	h.settle() // the first read is done: each event below makes one

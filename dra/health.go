@@ -54,6 +54,8 @@ func (d *Driver) healthReport(now time.Time) kubeletplugin.DeviceHealthReport {
 		case !p.unit.Present():
 			h.Health, h.LastUpdated = kubeletplugin.HealthStatusUnhealthy, p.unit.AbsentSince
 			h.Message = p.unit.Device + " unplugged"
+		case p.unit.Flapping:
+			h.Health, h.Message = kubeletplugin.HealthStatusUnhealthy, p.unit.Device+" keeps coming and going: held until it is quiet"
 		case !p.unit.Healthy:
 			h.Health, h.Message = kubeletplugin.HealthStatusUnhealthy, p.unit.Device+" misses a companion node its rule requires"
 		}

@@ -66,6 +66,8 @@ func (d *Driver) prepare(c *resourceapi.ResourceClaim) kubeletplugin.PrepareResu
 			return fail(fmt.Errorf("no device %s on node %s (gone longer than --remove-after, or no rule makes it any more)", r.Device, d.opts.NodeName))
 		case !p.unit.Present():
 			return fail(fmt.Errorf("device %s (%s of %s) is unplugged", r.Device, p.unit.Device, p.res.Name))
+		case p.unit.Flapping:
+			return fail(fmt.Errorf("device %s (%s of %s) keeps coming and going: held until it is quiet", r.Device, p.unit.Device, p.res.Name))
 		case !p.unit.Healthy:
 			return fail(fmt.Errorf("device %s (%s of %s) misses a companion node its rule requires", r.Device, p.unit.Device, p.res.Name))
 		}

@@ -7,7 +7,9 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 
+	"github.com/smarter-project/smarter-device-manager/daemon"
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 const serialClass = "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n    evict_on_unplug: true\n"
@@ -152,4 +154,54 @@ func TestEveryDeviceHasEveryAttribute(t *testing.T) {
 	if v := devs["snd"].Attributes[AttrMajor]; v.IntValue == nil || *v.IntValue != -1 {
 		t.Errorf("snd major %v; want -1, a directory", v)
 	}
+}
+
+// An adapter that keeps coming and going costs the API server a bounded
+// number of slice writes: the first changes are published at once, then
+// the device is tainted flapping (NoExecute: the rule evicts on unplug)
+// and its slice stays as it is whatever the adapter does; once quiet, the
+// taint goes.
+func TestPublishHoldsFlappingDevice(t *testing.T) {
+	m := hwfixture.New(true)
+	h := newHarness(t, m, serialClass, harnessOpts{removeAfter: time.Hour,
+		flap: daemon.FlapDamping{HalfLife: 300 * time.Millisecond, Suppress: 3.5, MaxHold: 3 * time.Second}})
+	const name = "usb-serial-0403-6001-a1b2c3"
+	ft := hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3")
+	p := m.Plug(ft)
+	h.fire("add", "ttyUSB0")
+	h.waitDevices("plugged", func(d map[string]resourceapi.Device) bool { return len(d) == 1 && len(d[name].Taints) == 0 })
+	writes := func() int {
+		n := 0
+		for _, a := range h.client.Actions() {
+			if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "create" || a.GetVerb() == "update") {
+				n++
+			}
+		}
+		return n
+	}
+	before := writes()
+	change := func(action string) {
+		t.Helper()
+		n := h.loop.Rescans.Load()
+		h.fire(action, "ttyUSB0")
+		testutil.Eventually(t, 20*time.Second, "a rescan after "+action, func() bool { return h.loop.Rescans.Load() > n })
+	}
+	const flaps = 50
+	for range flaps {
+		m.Unplug(p)
+		change("remove")
+		p = m.Plug(ft)
+		change("add")
+	}
+	devs := h.waitDevices("tainted flapping", func(d map[string]resourceapi.Device) bool { return len(d[name].Taints) > 0 })
+	if tt := devs[name].Taints; len(tt) != 1 || tt[0].Key != testDriver+"/"+TaintFlapping || tt[0].Effect != resourceapi.DeviceTaintEffectNoExecute {
+		t.Errorf("taints while it flaps %+v; want one %s/%s NoExecute", tt, testDriver, TaintFlapping)
+	}
+	// The writer batches, so fewer than the changes shown; never more
+	// than the 4 the damping lets through.
+	if n := writes() - before; n > 4 {
+		t.Errorf("%d changes cost %d slice writes, want at most 4", 2*flaps, n)
+	}
+	h.waitDevices("untainted once quiet", func(d map[string]resourceapi.Device) bool { return len(d) == 1 && len(d[name].Taints) == 0 })
+	t.Logf("%d changes in a flap: %d slice writes in all", 2*flaps, writes()-before)
 }

@@ -54,6 +54,7 @@ type flags struct {
 	kubeletDir   string
 	prefix       string
 	removeAfter  time.Duration
+	flap         daemon.FlapDamping
 	resync       time.Duration
 	ueventSource string
 	logFormat    string
@@ -74,10 +75,13 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.devRoot, "dev-root", "/dev", "device root to scan for device nodes")
 	fs.StringVar(&f.sysRoot, "sys-root", "/sys", "sysfs root (Jetson GPUs under devices/gpu.N)")
 	fs.StringVar(&f.runDir, "run-dir", "/run", "udev's run directory: its control socket (udev/control, for --uevent-source=auto) and database (udev/data, for property rules)")
-	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory: k3s before v1.17.3 /var/lib/rancher/k3s/agent/kubelet, microk8s /var/snap/microk8s/common/var/lib/kubelet")
+	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory: k3s before v1.17.3 /var/lib/rancher/k3s/agent/kubelet; microk8s in DRA mode /var/snap/microk8s/common/var/lib/kubelet (its device-plugin directory stays below /var/lib/kubelet)")
 	fs.StringVar(&f.pluginDir, "plugin-dir", "", "kubelet device-plugin directory (holds kubelet.sock); empty: KUBELET_DIR/device-plugins")
 	fs.StringVar(&f.prefix, "resource-prefix", "smarter-devices", "extended-resource domain: resources are named PREFIX/DEVICE")
 	fs.DurationVar(&f.removeAfter, "remove-after", 5*time.Minute, "stop a resource whose device has been gone this long (0: keep it forever, unhealthy)")
+	fs.DurationVar(&f.flap.HalfLife, "flap-half-life", daemon.DefaultFlapDamping.HalfLife, "a device that keeps coming and going is held unhealthy until quiet: each change adds 1 to its penalty, which halves this often (0: no damping)")
+	fs.Float64Var(&f.flap.Suppress, "flap-suppress", daemon.DefaultFlapDamping.Suppress, "the penalty at which a flapping device is held (3.5: the 4th change within about 5 s); released below 1")
+	fs.DurationVar(&f.flap.MaxHold, "flap-max-hold", daemon.DefaultFlapDamping.MaxHold, "release a held device at most this long after its last change")
 	fs.DurationVar(&f.resync, "resync", time.Minute, "full re-read of the device state even with no uevent (a safety net)")
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json|console")
@@ -130,6 +134,12 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.pluginDir == "" {
 		f.pluginDir = filepath.Join(f.kubeletDir, "device-plugins")
+	}
+	if f.flap.HalfLife < 0 || f.flap.MaxHold < 0 {
+		return nil, fmt.Errorf("--flap-half-life %v, --flap-max-hold %v: neither may be negative", f.flap.HalfLife, f.flap.MaxHold)
+	}
+	if f.flap.HalfLife > 0 && !(f.flap.Suppress > 1) {
+		return nil, fmt.Errorf("--flap-suppress: %v must be above 1 (the penalty at which a held device is released)", f.flap.Suppress)
 	}
 	if f.removeAfter < 0 {
 		return nil, fmt.Errorf("--remove-after: %v is negative", f.removeAfter)
@@ -289,6 +299,7 @@ func run(args []string, stderr io.Writer) int {
 		PluginDir:   f.pluginDir,
 		Prefix:      f.prefix,
 		RemoveAfter: f.removeAfter,
+		FlapDamping: f.flap,
 		Resync:      f.resync,
 		Events:      hotplug.NewMonitor(hotplug.MonitorOptions{Source: source, RunDir: f.runDir, Logger: log, Dropped: &stats.Dropped}),
 		Logger:      log,

@@ -61,8 +61,12 @@ func writeMetrics(ctx context.Context, w *promtext.Writer, stats *daemon.Stats, 
 			w.Sample(ns+"devices", float64(st.Devices-st.Healthy), "health", "unhealthy", "resource", res)
 		}
 	}
+	perResource("devices_flapping", promtext.Gauge, "Devices held down now for coming and going (--flap-half-life): unhealthy until quiet.",
+		func(st daemon.ResourceStatus) float64 { return float64(st.Flapping) })
 	w.One(ns+"errors_total", promtext.Counter, "Failures logged as errors: device root unreadable, reload failed, CDI spec not written.", float64(stats.Errors.Load()))
 	w.One(ns+"event_loop_up", promtext.Gauge, "1 when the event loop answered the scrape's probe.", b2f(loopUp))
+	perResource("flaps_total", promtext.Counter, "Times one of the resource's devices was held down for coming and going.",
+		func(st daemon.ResourceStatus) float64 { return float64(st.FlapEpisodes) })
 	perResource("preferred_allocations_total", promtext.Counter, "GetPreferredAllocation calls from the kubelet (offered only by class resources and devices with a NUMA node).",
 		func(st daemon.ResourceStatus) float64 { return float64(st.PreferredAllocations) })
 	perResource("registration_attempts_total", promtext.Counter, "Registration attempts, failed ones included (none while the kubelet socket is absent).",
