@@ -65,3 +65,56 @@ func TestNodeHelmChart(t *testing.T) {
 	bare := workload{name: "helm-" + w.name, bare: true, w: w}
 	c.ensureBarePod(t, bare)
 }
+
+// TestNodeMicroK8s is docs/deployment.md's microk8s install on two nodes
+// whose kubelet runs as microk8s runs it, --root-dir=
+// /var/snap/microk8s/common/var/lib/kubelet: on node A /var/lib/kubelet is
+// a directory of its own (an earlier kubelet left it, so the snap's install
+// hook made no link), on node B the hook's link to the snap's root. The
+// overlay the docs name (packaging/overlays/microk8s, rendered by the
+// pinned kustomize) is applied as written, both nodes labelled. It must do
+// what the text says: the kubelet's device-plugin socket is below
+// /var/lib/kubelet whatever its root, each node's device becomes
+// allocatable and a pod that asks for it runs with it open. (The overlay
+// used to mount the snap's directory, which on node A holds no
+// kubelet.sock: the daemon never registered there.)
+func TestNodeMicroK8s(t *testing.T) {
+	kustomize := filepath.Join("..", "bin", "kustomize")
+	if _, err := os.Stat(kustomize); err != nil {
+		t.Skip("SKIPPED: no bin/kustomize (make e2e-nodes builds it from tools/kustomize)")
+	}
+	e := setUpNodes(t, "nodes")
+	c := e.c
+	ctx := context.Background()
+	out, err := exec.Command(kustomize, "build", filepath.Join("..", "packaging", "overlays", "microk8s")).Output()
+	if err != nil {
+		t.Fatalf("kustomize build packaging/overlays/microk8s: %v", err)
+	}
+	objs, err := decodeManifest(out)
+	c.must(err)
+	c.must(forCluster(objs, daemonImage("nodes"), zramRuleShared))
+
+	const snapRoot = "/var/snap/microk8s/common/var/lib/kubelet"
+	devA, devB := c.hotAdd(t), c.hotAdd(t)
+	a := c.startWorkerLayout(t, e.image, e.gateway, "sdm-node-a", devA, e.tars, kubeletLayout{root: snapRoot, varLibKubelet: "dir"})
+	bn := c.startWorkerLayout(t, e.image, e.gateway, "sdm-node-b", devB, e.tars, kubeletLayout{root: snapRoot, varLibKubelet: "link"})
+	for _, w := range []*worker{a, bn} {
+		w.startKubelet(c)
+		c.labelForDaemonSet(t, w)
+	}
+	c.must(c.apply(ctx, objs))
+	for _, w := range []*worker{a, bn} {
+		c.waitDaemonPodReadyWith(t, func(p *corev1.Pod) bool { return p.Spec.NodeName == w.name })
+		c.waitNodeAllocatable(t, w.name, zram(w.dev), 2)
+		// Where the kubelet put its socket: below /var/lib/kubelet, and on
+		// node A nowhere in the snap's root.
+		w.must("test", "-S", "/var/lib/kubelet/device-plugins/kubelet.sock")
+		_, inSnap := w.exec("test", "-S", snapRoot+"/device-plugins/kubelet.sock")
+		if w == a && inSnap == nil {
+			t.Errorf("node %s: the kubelet's socket is in %s/device-plugins too; the test's layout is not the one it names", w.name, snapRoot)
+		}
+		c.waitServiceAccount(t, "default")
+		c.ensureBarePod(t, workload{name: "microk8s-" + w.name, bare: true, w: w})
+		t.Logf("API: %s (/var/lib/kubelet a %s): %s=2 allocatable, a pod runs with it", w.name, map[bool]string{true: "directory", false: "link"}[w == a], zram(w.dev))
+	}
+}

@@ -153,6 +153,26 @@ func dockerGateway(t *testing.T) string {
 // what a node runs before it is in place first.
 func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int, images []string) *worker {
 	t.Helper()
+	return c.startWorkerLayout(t, image, gateway, name, dev, images, kubeletLayout{})
+}
+
+// kubeletLayout is where a node's kubelet keeps its files: its --root-dir
+// (default /var/lib/kubelet) and, when that is elsewhere, what
+// /var/lib/kubelet is: "link", a symlink to the root (microk8s's install
+// hook makes one where the path is free), or "dir", a directory of its own
+// (an earlier kubelet left it).
+type kubeletLayout struct {
+	root, varLibKubelet string
+}
+
+// startWorkerLayout is startWorker with the kubelet's files laid out as
+// layout says.
+func (c *cluster) startWorkerLayout(t *testing.T, image, gateway, name string, dev int, images []string, layout kubeletLayout) *worker {
+	t.Helper()
+	root := layout.root
+	if root == "" {
+		root = "/var/lib/kubelet"
+	}
 	host := filepath.Join(nodesBase, name)
 	// Registered before the container's removal, so it runs after it.
 	t.Cleanup(func() {
@@ -186,7 +206,7 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 		// The kubelet's root too: cAdvisor finds no file system behind
 		// Docker's storage driver (fuse-overlayfs here), and the kubelet
 		// will not start without its root's.
-		"-v", filepath.Join(host, "kubelet") + ":/var/lib/kubelet",
+		"-v", filepath.Join(host, "kubelet") + ":" + root,
 		// The kubelet's OOM watcher reads the kernel's log.
 		"--device", "/dev/kmsg",
 	}
@@ -209,8 +229,14 @@ func (c *cluster) startWorker(t *testing.T, image, gateway, name string, dev int
 		"/run/containerd/containerd.sock", "/etc/cni/net.d", "/opt/cni/bin", "/run/containerd/runc", 10010))
 	w.write("/etc/cni/net.d/10-host-network-only.conflist", hostNetworkOnlyConflist)
 	w.write("/etc/systemd/system/containerd.service", nodeContainerdUnit)
-	w.write("/var/lib/kubelet/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name)+kubeletSharedConfig)
-	w.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(nodeKubeletUnit, name, name))
+	w.write(root+"/config.yaml", fmt.Sprintf(nodeKubeletConfig, "/"+name)+kubeletSharedConfig)
+	w.write("/etc/systemd/system/kubelet.service", fmt.Sprintf(nodeKubeletUnit, name, root, name, root))
+	switch layout.varLibKubelet {
+	case "link":
+		w.must("sh", "-c", "rmdir /var/lib/kubelet 2>/dev/null; ln -s "+root+" /var/lib/kubelet")
+	case "dir":
+		w.must("mkdir", "-p", "/var/lib/kubelet")
+	}
 	// A persistent journal (journald's Storage=auto keeps it once the
 	// directory exists), as a node on a disk has: each boot's is read back.
 	w.must("mkdir", "-p", "/var/log/journal")
@@ -362,7 +388,7 @@ StartLimitIntervalSec=0
 
 [Service]
 ExecStartPre=/bin/sh -c 'for h in /sys/fs/cgroup/*/; do mkdir -p "$${h}%s"; done'
-ExecStart=` + nodeBinDir + `/kubelet --config=/var/lib/kubelet/config.yaml --kubeconfig=/etc/kubernetes/kubelet.kubeconfig --hostname-override=%s --v=2
+ExecStart=` + nodeBinDir + `/kubelet --config=%s/config.yaml --kubeconfig=/etc/kubernetes/kubelet.kubeconfig --hostname-override=%s --root-dir=%s --v=2
 Restart=always
 RestartSec=10
 

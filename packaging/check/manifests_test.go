@@ -333,7 +333,7 @@ func TestKustomize(t *testing.T) {
 	for dir, wantPath := range map[string]string{
 		"../kubernetes":          "/var/lib/kubelet/device-plugins",
 		"../overlays/k3s-legacy": "/var/lib/rancher/k3s/agent/kubelet/device-plugins",
-		"../overlays/microk8s":   "/var/snap/microk8s/common/var/lib/kubelet/device-plugins",
+		"../overlays/microk8s":   "/var/lib/kubelet/device-plugins", // the kubelet's constant: docs/deployment.md
 	} {
 		objs := decodeStrict(t, "kustomize build "+dir, run(t, kustomize, "build", dir))
 		if objs.DaemonSet == nil || objs.ConfigMap == nil || objs.Namespace == nil {
@@ -361,7 +361,7 @@ func helmTemplate(t *testing.T, helm string, args ...string) objects {
 
 // The chart passes helm lint, and with its default values renders the same
 // ConfigMap rules and the same pod spec as the all-in-one manifest; values
-// for microk8s, the PodMonitor, readiness on hardware and TOML rules render
+// for another kubelet directory (old k3s), the PodMonitor, readiness on hardware and TOML rules render
 // what they say.
 func TestHelmChart(t *testing.T) {
 	helm := tool(t, "helm", "helm.sh/helm/v3/cmd/helm")
@@ -404,7 +404,7 @@ func TestHelmChart(t *testing.T) {
 
 	toml := "version = \"v1\"\n\n[[rule]]\nmatch = \"^ttyUSB[0-9]+$\"\n"
 	objs = helmTemplate(t, helm,
-		"--set", "kubeletDir=/var/snap/microk8s/common/var/lib/kubelet",
+		"--set", "kubeletDir=/var/lib/rancher/k3s/agent/kubelet",
 		"--set", "metrics.podMonitor.enabled=true",
 		"--set", "require={smarter-devices/ttyUSB0}",
 		"--set", "rulesFile=rules.toml",
@@ -413,7 +413,7 @@ func TestHelmChart(t *testing.T) {
 	if objs.PodMonitor == nil {
 		t.Fatal("metrics.podMonitor.enabled rendered no PodMonitor")
 	}
-	checkDaemonSet(t, "helm template (microk8s values)", objs.DaemonSet)
+	checkDaemonSet(t, "helm template (old k3s values)", objs.DaemonSet)
 	checkPodMonitor(t, "helm template", objs.PodMonitor, objs.DaemonSet)
 	checkRules(t, daemonBin, "helm template (TOML rules)", objs.ConfigMap)
 	if objs.ConfigMap.Data["rules.toml"] != toml {
@@ -428,7 +428,7 @@ func TestHelmChart(t *testing.T) {
 	if c.Image != "registry.example/sdm:v9" {
 		t.Errorf("image %q", c.Image)
 	}
-	if _, path := withoutPluginHostPath(t, objs.DaemonSet.Spec.Template.Spec); path != "/var/snap/microk8s/common/var/lib/kubelet/device-plugins" {
+	if _, path := withoutPluginHostPath(t, objs.DaemonSet.Spec.Template.Spec); path != "/var/lib/rancher/k3s/agent/kubelet/device-plugins" {
 		t.Errorf("kubeletDir: plugin dir host path %q", path)
 	}
 }
