@@ -66,12 +66,24 @@ func healthHandler(stats *daemon.Stats, probe *daemon.Probe, require []string) h
 				problems = append(problems, name+": required, and no healthy device")
 			}
 		}
+		// A flapping device does not make the node unready (the others
+		// serve); it is said, under either answer.
+		var flapping []string
+		for name, st := range rep.Resources {
+			if st.Flapping > 0 {
+				flapping = append(flapping, fmt.Sprintf("%s: %d devices held for flapping (coming and going), unhealthy until quiet", name, st.Flapping))
+			}
+		}
+		slices.Sort(flapping)
 		if len(problems) > 0 {
 			slices.Sort(problems)
-			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			http.Error(w, strings.Join(append(problems, flapping...), "\n"), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintf(w, "ready: %d resources\n", len(rep.Resources))
+		for _, f := range flapping {
+			fmt.Fprintln(w, f)
+		}
 	})
 	return mux
 }
