@@ -46,8 +46,13 @@ type flapUnit struct {
 	present bool      // at the last read
 	held    bool
 	changes int  // changes since the episode began (for the log)
-	last    unit // the unit as last read present: what a held unit shows
-	device  string
+	last    unit // the unit as last read present
+	// shown is what a held unit shows: the unit as last read present when
+	// it was held. A device re-added reads a little differently each time
+	// (a block device's DISKSEQ, say): showing the fresh read would push
+	// every change again.
+	shown  unit
+	device string
 }
 
 // flapGuard is the daemon's damping state, owned by the event loop.
@@ -127,7 +132,8 @@ func (g *flapGuard) filter(desired []resource, now time.Time) ([]resource, []fla
 		g.decay(st, now)
 		switch {
 		case !st.held && st.penalty >= g.p.Suppress:
-			st.held = true
+			st.held, st.shown = true, st.last
+			st.shown.flapping = true
 			g.episodes[k.res]++
 			events = append(events, flapEvent{res: k.res, device: st.device, held: true, changes: st.changes})
 		case st.held && st.penalty < flapReuse:
@@ -159,17 +165,15 @@ func (g *flapGuard) filter(desired []resource, now time.Time) ([]resource, []fla
 		var units []unit
 		touched := false
 		for _, u := range r.units {
-			if _, ok := held[flapKey{r.name, u.key}]; ok {
-				u.flapping, touched = true, true
+			if st, ok := held[flapKey{r.name, u.key}]; ok {
+				u, touched = st.shown, true
 			}
 			units = append(units, u)
 		}
-		// A held unit the read did not find still shows, as last read.
+		// A held unit the read did not find shows the same.
 		for k, st := range held {
 			if k.res == r.name && !st.present {
-				u := st.last
-				u.flapping = true
-				units, touched = append(units, u), true
+				units, touched = append(units, st.shown), true
 			}
 		}
 		if touched {

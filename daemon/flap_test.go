@@ -200,3 +200,30 @@ func TestFlapHeldThenReleased(t *testing.T) {
 	}
 	t.Logf("%d changes in a flap: %d ListAndWatch messages, %d in all", 2*flaps, flapMsgs, h.kubelet.Messages(res)-before)
 }
+
+// A held unit shows one view whatever each read finds: a device re-added
+// reads a little differently each time (here its node's name; a block
+// device's DISKSEQ in life), and showing that would push every change.
+func TestFlapHeldShowsOneView(t *testing.T) {
+	g := newFlapGuard(FlapDamping{HalfLife: 10 * time.Second, Suppress: 3.5, MaxHold: time.Minute})
+	t0 := time.Unix(1_000_000, 0)
+	var views []unit
+	for i := range 40 {
+		var units []unit
+		if i%2 == 0 {
+			units = []unit{{key: "a", device: fmt.Sprintf("ttyUSB%d", i)}}
+		}
+		out, _, _ := g.filter([]resource{{settings: settings{name: "smarter-devices/usb-serial", class: true}, units: units}}, t0.Add(time.Duration(i)*100*time.Millisecond))
+		if i >= 6 {
+			if len(out[0].units) != 1 || !out[0].units[0].flapping {
+				t.Fatalf("read %d: %+v; want the unit held", i, out[0].units)
+			}
+			views = append(views, out[0].units[0])
+		}
+	}
+	for i, v := range views {
+		if !v.equal(views[0]) {
+			t.Errorf("held view %d = %+v, differs from the first %+v", i, v, views[0])
+		}
+	}
+}

@@ -30,6 +30,8 @@ type report struct {
 	attacks string
 	// reboots is the node reboot section, already Markdown (rebootBench).
 	reboots string
+	// flap is the flapping device section, already Markdown (flapBench).
+	flap string
 	// failed names the parts that failed (their error is on stderr).
 	failed []string
 }
@@ -168,6 +170,9 @@ func (r *report) markdown() string {
 	}
 	if r.attacks != "" {
 		w("\n%s", r.attacks)
+	}
+	if r.flap != "" {
+		w("\n%s", r.flap)
 	}
 	if r.reboots != "" {
 		w("\n%s", r.reboots)
