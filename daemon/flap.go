@@ -24,11 +24,12 @@ type FlapDamping struct {
 	MaxHold  time.Duration
 }
 
-// DefaultFlapDamping holds a unit at its 4th change within about 5 s (an
-// unplug and replug, and another a few seconds later, still pass) and
-// releases it after some 20 s of quiet (2 minutes at most after a long
+// DefaultFlapDamping holds a unit at about its 7th change within a few
+// seconds (a person unplugging and replugging a device twice or three
+// times passes; a loose cable's dozens of changes a second do not) and
+// releases it after some 25 s of quiet (2 minutes at most after a long
 // flap).
-var DefaultFlapDamping = FlapDamping{HalfLife: 10 * time.Second, Suppress: 3.5, MaxHold: 2 * time.Minute}
+var DefaultFlapDamping = FlapDamping{HalfLife: 10 * time.Second, Suppress: 6, MaxHold: 2 * time.Minute}
 
 // flapReuse is the penalty below which a held unit is released.
 const flapReuse = 1.0

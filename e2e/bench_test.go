@@ -91,7 +91,10 @@ func benchSize(t *testing.T, size, cycles int, idleFor time.Duration, onTmpfs bo
 		t.Cleanup(func() { _ = syscall.Unmount(n.dir, syscall.MNT_DETACH) })
 	}
 	debugAddr := freePort(t)
-	n.daemonArgs = []string{"--log-level", "warn", "--remove-after", "0", "--dev-root", devRoot, "--debug-addr", debugAddr}
+	// Damping off: the series cycle one device hundreds of times a minute,
+	// which flap damping holds by design; a clean change takes the same path
+	// either way (TestFlapBench times clean plugs with damping on).
+	n.daemonArgs = []string{"--log-level", "warn", "--remove-after", "0", "--dev-root", devRoot, "--debug-addr", debugAddr, "--flap-half-life", "0"}
 	pushed := n.tapKubelet()
 	n.startKubelet()
 

@@ -42,7 +42,7 @@ func flapBench(c *config) (string, error) {
 	w("## A flapping device\n\n")
 	w("A real zram device removed and added back (real uevents) as fast as the rate asks, for %d s per run (the e2e\n", flapSeconds)
 	w("module's `TestFlapBench`), with flap damping off (`--flap-half-life 0`: every change pushed, as before damping) and\n")
-	w("at its defaults (10 s half-life, held at a penalty of 3.5, released at most 2 min after the last change). Writes:\n")
+	w("at its defaults (10 s half-life, held at a penalty of 6, released at most 2 min after the last change). Writes:\n")
 	w("in device-plugin mode the real kubelet device manager's checkpoint writes (it rewrites its checkpoint after every\n")
 	w("update a plugin sends; counted by inotify), in DRA mode the ResourceSlice writes of the real API server (a watch's\n")
 	w("events). A clean plug of another, new device during the flap (5 per run) is timed from its hot_add to the manager's\n")

@@ -80,7 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.prefix, "resource-prefix", "smarter-devices", "extended-resource domain: resources are named PREFIX/DEVICE")
 	fs.DurationVar(&f.removeAfter, "remove-after", 5*time.Minute, "stop a resource whose device has been gone this long (0: keep it forever, unhealthy)")
 	fs.DurationVar(&f.flap.HalfLife, "flap-half-life", daemon.DefaultFlapDamping.HalfLife, "a device that keeps coming and going is held unhealthy until quiet: each change adds 1 to its penalty, which halves this often (0: no damping)")
-	fs.Float64Var(&f.flap.Suppress, "flap-suppress", daemon.DefaultFlapDamping.Suppress, "the penalty at which a flapping device is held (3.5: the 4th change within about 5 s); released below 1")
+	fs.Float64Var(&f.flap.Suppress, "flap-suppress", daemon.DefaultFlapDamping.Suppress, "the penalty at which a flapping device is held (6: about the 7th change within a few seconds); released below 1")
 	fs.DurationVar(&f.flap.MaxHold, "flap-max-hold", daemon.DefaultFlapDamping.MaxHold, "release a held device at most this long after its last change")
 	fs.DurationVar(&f.resync, "resync", time.Minute, "full re-read of the device state even with no uevent (a safety net)")
 	fs.StringVar(&f.ueventSource, "uevent-source", "auto", "auto|kernel|udev: netlink group to listen on; auto uses udev's when systemd-udevd runs")
