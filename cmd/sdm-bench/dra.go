@@ -10,6 +10,19 @@ import (
 	"time"
 )
 
+// buildDRA builds the DRA binary beside c.binary as `make build` does
+// (where --mode=dra looks for it).
+func buildDRA(c *config) error {
+	dra := filepath.Join(filepath.Dir(c.binary), "smarter-device-manager-dra")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "grpcnotrace,dra", "-ldflags=-s -w", "-o", dra, "./cmd/smarter-device-manager")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the DRA binary: %w", err)
+	}
+	return nil
+}
+
 // draFootprint is one DRAFOOTPRINT line of the e2e module's TestDRABench:
 // the daemon idle in one mode, with the same rules.
 type draFootprint struct {
@@ -24,12 +37,8 @@ type draFootprint struct {
 // kubelet's DRA manager, then in device-plugin mode against the kubelet's
 // device manager) and returns the report's DRA section, in Markdown.
 func draBench(c *config) (string, error) {
-	dra := filepath.Join(filepath.Dir(c.binary), "smarter-device-manager-dra")
-	build := exec.Command("go", "build", "-trimpath", "-tags", "grpcnotrace,dra", "-ldflags=-s -w", "-o", dra, "./cmd/smarter-device-manager")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("building the DRA binary: %w", err)
+	if err := buildDRA(c); err != nil {
+		return "", err
 	}
 	out, err := runE2E(c, "TestDRABench", "SDM_E2E_DAEMON="+c.binary, "SDM_BENCH_IDLE="+c.kubeletIdle.String())
 	if err != nil {

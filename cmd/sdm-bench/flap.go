@@ -16,6 +16,9 @@ const flapSeconds = 60
 // the real API server) and returns the report's section, in Markdown, from
 // its FLAP lines.
 func flapBench(c *config) (string, error) {
+	if err := buildDRA(c); err != nil {
+		return "", err
+	}
 	out, err := runE2E(c, "TestFlapBench", "SDM_E2E_DAEMON="+c.binary, "SDM_BENCH_FLAP_SECONDS="+strconv.Itoa(flapSeconds))
 	if err != nil {
 		return "", err
