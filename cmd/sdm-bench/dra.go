@@ -49,17 +49,7 @@ func draBench(c *config) (string, error) {
 		return "", err
 	}
 	var fps []draFootprint
-	for _, line := range strings.Split(out, "\n") {
-		rest, ok := strings.CutPrefix(line, "DRAFOOTPRINT ")
-		if !ok {
-			continue
-		}
-		kv := map[string]string{}
-		for _, f := range strings.Fields(rest) {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				kv[k] = v
-			}
-		}
+	for _, kv := range kvLines(out, "DRAFOOTPRINT ") {
 		num := func(k string) int64 { v, _ := strconv.ParseInt(kv[k], 10, 64); return v }
 		idle, _ := strconv.ParseFloat(kv["idle_s"], 64)
 		fps = append(fps, draFootprint{mode: kv["mode"], vmrss: num("vmrss"), vmhwm: num("vmhwm"), anon: num("rssanon"),

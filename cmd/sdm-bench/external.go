@@ -90,3 +90,23 @@ func micro() ([]string, error) {
 	}
 	return lines, sc.Err()
 }
+
+// kvLines are the lines of out that begin with prefix, each read as
+// space-separated key=value fields.
+func kvLines(out, prefix string) []map[string]string {
+	var rows []map[string]string
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		kv := map[string]string{}
+		for _, f := range strings.Fields(rest) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				kv[k] = v
+			}
+		}
+		rows = append(rows, kv)
+	}
+	return rows
+}

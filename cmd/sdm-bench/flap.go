@@ -23,20 +23,7 @@ func flapBench(c *config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var rows []map[string]string
-	for _, line := range strings.Split(out, "\n") {
-		rest, ok := strings.CutPrefix(line, "FLAP ")
-		if !ok {
-			continue
-		}
-		kv := map[string]string{}
-		for _, f := range strings.Fields(rest) {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				kv[k] = v
-			}
-		}
-		rows = append(rows, kv)
-	}
+	rows := kvLines(out, "FLAP ")
 	if len(rows) != 16 {
 		return "", fmt.Errorf("e2e TestFlapBench printed %d FLAP lines, want 16:\n%s", len(rows), out)
 	}
