@@ -185,17 +185,19 @@ func (g *flapGuard) filter(desired []resource, now time.Time) ([]resource, []fla
 	return out, events, next
 }
 
-// report is, per resource, its held units now and its episodes so far.
-func (g *flapGuard) report(name string) (flapping int, episodes uint64) {
+// heldByResource counts the units held now, by resource: one pass for a
+// whole report.
+func (g *flapGuard) heldByResource() map[string]int {
+	out := map[string]int{}
 	if g == nil {
-		return 0, 0
+		return out
 	}
 	for k, st := range g.units {
-		if k.res == name && st.held {
-			flapping++
+		if st.held {
+			out[k.res]++
 		}
 	}
-	return flapping, g.episodes[name]
+	return out
 }
 
 // logFlaps warns once when a unit is held for flapping, and says when it

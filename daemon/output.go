@@ -136,9 +136,9 @@ func (d *daemon) outputView() []Resource {
 func (d *daemon) reportOutput(r *Report) {
 	registered := d.opts.Output.Registered()
 	r.WaitingForKubelet = !registered
+	held := d.flap.heldByResource()
 	for name, res := range d.resources {
-		st := ResourceStatus{Registered: registered, Devices: len(res.units)}
-		st.Flapping, st.FlapEpisodes = d.flap.report(name)
+		st := ResourceStatus{Registered: registered, Devices: len(res.units), Flapping: held[name], FlapEpisodes: d.flap.episodes[name]}
 		for _, u := range res.units {
 			if healthy(res, u) {
 				st.Healthy++

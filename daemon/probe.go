@@ -79,12 +79,12 @@ func (d *daemon) report() Report {
 		return r
 	}
 	r.WaitingForKubelet = d.kubeletAbsent()
+	held := d.flap.heldByResource()
 	for name, s := range d.servers {
 		ss, _ := s.srv.Status()
 		st := ResourceStatus{Registered: ss.Registered, Devices: len(s.snap.Devices),
 			Registrations: ss.Registrations, Allocations: ss.Allocations, Attempts: ss.Attempts,
-			PreferredAllocations: ss.PreferredAllocations}
-		st.Flapping, st.FlapEpisodes = d.flap.report(name)
+			PreferredAllocations: ss.PreferredAllocations, Flapping: held[name], FlapEpisodes: d.flap.episodes[name]}
 		for _, dev := range s.snap.Devices {
 			if dev.Healthy {
 				st.Healthy++
