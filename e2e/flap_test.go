@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,51 +14,39 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/fsnotify/fsnotify"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // checkpointWrites counts the real device manager's checkpoint writes in
 // dir as they happen: the checkpoint manager writes a temporary file and
-// renames it over kubelet_internal_checkpoint (IN_MOVED_TO), or writes the
-// file in place (IN_CLOSE_WRITE). The watch stops with the test.
+// renames it over kubelet_internal_checkpoint (pkg/kubelet/util/store
+// writeFile), which fsnotify reports as a Create of that name. The watch
+// stops with the test.
 func checkpointWrites(t *testing.T, dir string) *atomic.Int64 {
 	t.Helper()
-	// Non-blocking, through Go's poller: Close then ends the Read.
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		t.Fatalf("inotify: %v", err)
+		t.Fatalf("fsnotify: %v", err)
 	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
-		unix.Close(fd)
-		t.Fatalf("inotify watch %s: %v", dir, err)
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		t.Fatalf("watching %s: %v", dir, err)
 	}
-	f := os.NewFile(uintptr(fd), "inotify")
 	var n atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 64<<10)
-		for {
-			k, err := f.Read(buf)
-			if err != nil {
-				return // closed by the cleanup
-			}
-			for off := 0; off+unix.SizeofInotifyEvent <= k; {
-				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-				name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
-				if name == checkpointName {
-					n.Add(1)
-				}
-				off += unix.SizeofInotifyEvent + int(ev.Len)
+		for ev := range w.Events {
+			if ev.Has(fsnotify.Create) && filepath.Base(ev.Name) == checkpointName {
+				n.Add(1)
 			}
 		}
 	}()
 	t.Cleanup(func() {
-		f.Close()
+		w.Close()
 		<-done
 	})
 	return &n
