@@ -114,14 +114,7 @@ func up(t *testing.T) *cluster {
 	if _, err := os.Stat(filepath.Join(kubeletDir, kubeletMark)); err == nil {
 		c.madeKubeletDir = true
 	}
-	c.clearState()
-	removeStaleZram()
-	restoreSysctls()
-	for _, d := range []string{baseDir, runDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.clearLeftovers()
 	if _, err := os.Stat(kubeletDir); errors.Is(err, os.ErrNotExist) {
 		c.madeKubeletDir = true
 	}
@@ -751,6 +744,19 @@ func unescapeMount(s string) string {
 }
 
 // removeCgroups removes the cgroup name, and every cgroup below it, from
+// clearLeftovers clears what a run killed before its teardown left (its
+// state, zram devices, kernel settings) and makes the suite's directories.
+func (c *cluster) clearLeftovers() {
+	c.clearState()
+	removeStaleZram()
+	restoreSysctls()
+	for _, d := range []string{baseDir, runDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 // each cgroup v1 hierarchy (and the unified one), children first.
 func removeCgroups(name string) {
 	hier, _ := filepath.Glob("/sys/fs/cgroup/*")

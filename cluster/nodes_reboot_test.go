@@ -68,14 +68,7 @@ func controlPlane(t *testing.T, gateway string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, bin: binDir(t), noHostKubelet: true, extraHosts: []string{gateway}}
 	t.Cleanup(c.down)
-	c.clearState()
-	removeStaleZram()
-	restoreSysctls()
-	for _, d := range []string{baseDir, runDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.clearLeftovers()
 	c.logs = filepath.Join(baseDir, "logs")
 	if err := os.MkdirAll(c.logs, 0o755); err != nil {
 		t.Fatal(err)
