@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
@@ -56,6 +60,10 @@ type Options struct {
 	// an error and goes on after (a claim not prepared, a checkpoint
 	// moved aside), as the daemon counts its own; nil: not counted.
 	Stats *daemon.Stats
+	// RemoveAfter is the daemon's --remove-after: how long a device a
+	// previous process published as unplugged is still published by this
+	// one (from when it went); 0 keeps it until it comes back.
+	RemoveAfter time.Duration
 	// PluginOptions are passed to kubeletplugin.Start after the driver's
 	// own, so they win: tests and the e2e suite set listeners there, or
 	// turn services off.
@@ -72,8 +80,10 @@ type Driver struct {
 	cdiKind string // <driver>/claim: one CDI device per device of a claim
 
 	mu      sync.Mutex
+	view    []daemon.Resource     // as the last Update gave it
+	carry   []carried             // a previous process's unplugged devices, still published
 	pool    []resourceslice.Slice // as last rendered
-	devices map[string]published  // the same, by device name
+	devices map[string]published  // the units of the same, by device name
 	changed chan struct{}         // closed at every Update, then replaced
 
 	registered atomic.Bool
@@ -120,7 +130,7 @@ func New(opts Options) (*Driver, error) {
 		fatal:   make(chan error, 1),
 		claims:  claimdata.NewStore(filepath.Join(opts.PluginDir, claimdata.File)),
 	}
-	d.pool, d.devices = renderPool(opts.DriverName, nil)
+	d.pool, d.devices, _ = renderPool(opts.DriverName, nil, nil, time.Now())
 	return d, nil
 }
 
@@ -160,9 +170,14 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	defer helper.Stop()
 	d.log.Info().Str("node", d.opts.NodeName).Str("socket_dir", d.opts.PluginDir).Msg("DRA driver serving; waiting for the kubelet to register it")
+	d.takeOver(ctx)
 	for {
 		d.mu.Lock()
 		pool, changed := d.pool, d.changed
+		var expiry <-chan time.Time
+		if next := nextExpiry(d.carry); !next.IsZero() {
+			expiry = time.After(time.Until(next))
+		}
 		d.mu.Unlock()
 		// The first call waits for the slice informer to sync; later ones
 		// only hand the controller the new pool.
@@ -176,17 +191,95 @@ func (d *Driver) Run(ctx context.Context) error {
 		case err := <-d.fatal:
 			return err
 		case <-changed:
+		case <-expiry:
+			d.mu.Lock()
+			d.renderLocked(time.Now())
+			d.mu.Unlock()
 		}
 	}
+}
+
+// takeOver reads the pool a previous process of this node published and
+// carries over the devices it showed unplugged (taintedAt known, not yet
+// past RemoveAfter): this process cannot read them, and without them its
+// first publish would drop them early and rewrite the slice. Only the
+// newest generation of the pool counts. An API error carries nothing.
+func (d *Driver) takeOver(ctx context.Context) {
+	sel := fields.Set{resourceapi.ResourceSliceSelectorNodeName: d.opts.NodeName, resourceapi.ResourceSliceSelectorDriver: d.opts.DriverName}
+	list, err := d.opts.Client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+	if err != nil {
+		d.log.Warn().Err(err).Msg("cannot read the pool a previous process published: its unplugged devices are not carried over")
+		return
+	}
+	var gen int64
+	for _, sl := range list.Items {
+		if sl.Spec.Pool.Name == d.opts.NodeName {
+			gen = max(gen, sl.Spec.Pool.Generation)
+		}
+	}
+	now := time.Now()
+	var carry []carried
+	for _, sl := range list.Items {
+		if sl.Spec.Pool.Name != d.opts.NodeName || sl.Spec.Pool.Generation != gen {
+			continue
+		}
+		for _, dev := range sl.Spec.Devices {
+			i := slices.IndexFunc(dev.Taints, func(t resourceapi.DeviceTaint) bool {
+				return t.Key == d.opts.DriverName+"/"+TaintUnplugged && t.TimeAdded != nil
+			})
+			if i < 0 {
+				continue
+			}
+			c := carried{res: stringAttr(dev, AttrResource), key: stringAttr(dev, AttrKey), dev: dev}
+			if d.opts.RemoveAfter > 0 {
+				if c.until = dev.Taints[i].TimeAdded.Add(d.opts.RemoveAfter); !now.Before(c.until) {
+					continue
+				}
+			}
+			carry = append(carry, c)
+		}
+	}
+	if len(carry) == 0 {
+		return
+	}
+	d.log.Info().Int("devices", len(carry)).Msg("carrying over the devices a previous process published as unplugged, until they come back or --remove-after ends")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.carry = carry
+	d.renderLocked(now)
+}
+
+// nextExpiry is when the first carried device leaves; zero if none will.
+func nextExpiry(carry []carried) time.Time {
+	var next time.Time
+	for _, c := range carry {
+		if !c.until.IsZero() && (next.IsZero() || c.until.Before(next)) {
+			next = c.until
+		}
+	}
+	return next
+}
+
+func stringAttr(dev resourceapi.Device, name string) string {
+	if a, ok := dev.Attributes[resourceapi.QualifiedName(name)]; ok && a.StringValue != nil {
+		return *a.StringValue
+	}
+	return ""
 }
 
 // Update renders the running resources as the node's pool and wakes the
 // publisher and every health stream; it does not block (daemon.Output).
 func (d *Driver) Update(resources []daemon.Resource, _ []daemon.Change) {
-	pool, devices := renderPool(d.opts.DriverName, resources)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.pool, d.devices = pool, devices
+	d.view = resources
+	d.renderLocked(time.Now())
+}
+
+// renderLocked renders the pool from the last view and the carried
+// devices, and wakes the publisher and every health stream.
+func (d *Driver) renderLocked(now time.Time) {
+	d.pool, d.devices, d.carry = renderPool(d.opts.DriverName, d.view, d.carry, now)
 	close(d.changed)
 	d.changed = make(chan struct{})
 }

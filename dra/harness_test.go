@@ -108,7 +108,8 @@ func newHarness(t *testing.T, m *hwfixture.Machine, rules string, o harnessOpts)
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.log)).Level(zerolog.DebugLevel)
 	var err error
 	h.drv, err = New(Options{DriverName: testDriver, NodeName: testNode, Client: h.client, Logger: log, Stats: h.stats,
-		RegistryDir: filepath.Join(h.dir, "reg"), PluginDir: filepath.Join(h.dir, "plugin"), CDIDir: filepath.Join(h.dir, "cdi")})
+		RegistryDir: filepath.Join(h.dir, "reg"), PluginDir: filepath.Join(h.dir, "plugin"), CDIDir: filepath.Join(h.dir, "cdi"),
+		RemoveAfter: o.removeAfter})
 	if err != nil {
 		t.Fatal(err)
 	}

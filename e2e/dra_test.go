@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -361,6 +363,31 @@ func TestDRADaemonRestart(t *testing.T) {
 	}
 	if sl := d.slices(); len(sl) != 1 || sl[0].UID != before[0].UID {
 		t.Errorf("after a second restart: %s; want the same one slice", describeSlices(sl))
+	}
+
+	// A device unplugged before a restart: the new process cannot read
+	// it, and carries it over as the old one published it (tainted, the
+	// time it went) without writing the slice; back, it is served again.
+	z2 := zramAdd(t)
+	d.waitSlices("a second device", func(_ []resourceapi.ResourceSlice, devs map[string]resourceapi.Device) bool {
+		dev, ok := devs[zramDevice(z2)]
+		return ok && len(dev.Taints) == 0
+	})
+	if err := zramRemove(z2); err != nil {
+		t.Fatal(err)
+	}
+	unplugged := d.waitSlices("the second device unplugged", func(_ []resourceapi.ResourceSlice, devs map[string]resourceapi.Device) bool {
+		return len(devs[zramDevice(z2)].Taints) == 1
+	})
+	reg, _ = d.plugin()
+	d.stopDaemon()
+	d.startDaemon()
+	d.waitRegistered("the kubelet registers the driver once more", reg)
+	time.Sleep(2 * time.Second) // its controller syncs at once: a rewrite would be done
+	if sl := d.slices(); len(sl) != 1 || sl[0].ResourceVersion != unplugged[0].ResourceVersion ||
+		!equality.Semantic.DeepEqual(sl[0].Spec.Devices, unplugged[0].Spec.Devices) {
+		t.Errorf("a restart with a device unplugged: %s (version %s); want the slice unwritten: %s (version %s)",
+			describeSlices(sl), sl[0].ResourceVersion, describeSlices(unplugged), unplugged[0].ResourceVersion)
 	}
 }
 

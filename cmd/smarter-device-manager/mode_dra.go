@@ -77,6 +77,7 @@ func draOutput(f *flags, _ []string, stats *daemon.Stats, log zerolog.Logger) (d
 		RegistryDir: filepath.Join(f.kubeletDir, "plugins_registry"),
 		PluginDir:   filepath.Join(f.kubeletDir, "plugins", f.driverName),
 		CDIDir:      f.cdiDir,
+		RemoveAfter: f.removeAfter,
 		Logger:      log,
 		Stats:       stats,
 	})
