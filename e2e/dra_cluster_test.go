@@ -96,6 +96,14 @@ type draNode struct {
 // config with the API server's loopback (system:masters) credentials.
 func startAPIServer(t *testing.T) *rest.Config {
 	t.Helper()
+	cfg, _ := startAPIServerEtcd(t)
+	return cfg
+}
+
+// startAPIServerEtcd is startAPIServer that also returns etcd's client
+// URL (the fleet benchmark reads its size).
+func startAPIServerEtcd(t *testing.T, extraFlags ...string) (*rest.Config, string) {
+	t.Helper()
 	etcdCfg := testserver.NewTestConfig(t)
 	testserver.RunEtcd(t, etcdCfg)
 	storage := storagebackend.NewDefaultConfig("/"+strings.ToLower(t.Name())+"/registry", nil)
@@ -106,12 +114,13 @@ func startAPIServer(t *testing.T) *rest.Config {
 		"--runtime-config=resource.k8s.io/v1=true",
 		"--feature-gates=DRADeviceTaints=true,DRAConsumableCapacity=true,DRAExtendedResource=true",
 	}
+	flags = append(flags, extraFlags...)
 	srv, err := kubeapiservertesting.StartTestServer(t, &kubeapiservertesting.TestServerInstanceOptions{DisableInvariantChecks: true}, flags, storage)
 	if err != nil {
 		t.Fatalf("starting kube-apiserver: %v", err)
 	}
 	t.Cleanup(srv.TearDownFn)
-	return srv.ClientConfig
+	return srv.ClientConfig, etcdCfg.ListenClientUrls[0].String()
 }
 
 // writeKubeconfig writes cfg as a kubeconfig the daemon can read.

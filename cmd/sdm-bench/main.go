@@ -48,7 +48,7 @@ func run() int {
 	flag.IntVar(&c.storm, "storm", 20000, "uevents in the storm")
 	flag.DurationVar(&c.kubeletIdle, "kubelet-idle", 20*time.Second, "idle window of the real-kubelet runs by size")
 	flag.BoolVar(&c.skipUdev, "skip-udev", false, "skip the udev-mode latency series")
-	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,sizes,startup,dra,attack,reboot,flap,storm,micro); all when empty")
+	only := flag.String("only", "", "comma-separated parts to run (latency,kubelet,allocate,sizes,startup,dra,attack,reboot,flap,fleet,storm,micro); all when empty")
 	flag.Parse()
 	if *only != "" {
 		c.only = map[string]bool{}
@@ -153,6 +153,7 @@ func bench(c *config) error {
 		stepT{"attack", "attacks on the metrics port and a plugin socket (e2e module)", func() (err error) { r.attacks, err = attackBench(c); return err }},
 		stepT{"reboot", "node reboots (cluster module, Docker)", func() (err error) { r.reboots, err = rebootBench(c); return err }},
 		stepT{"flap", "a flapping device against the real kubelet (e2e module)", func() (err error) { r.flap, err = flapBench(c); return err }},
+		stepT{"fleet", "a fleet of simulated nodes in DRA mode against the real API server (e2e module)", func() (err error) { r.fleet, err = fleetBench(c); return err }},
 		stepT{"storm", "uevent storm", func() (err error) { r.storm, err = storm(ctx, c); return err }},
 		stepT{"micro", "Go micro-benchmarks", func() (err error) { r.micro, err = micro(); return err }})
 	// A part that fails is named in the report and the others still run:

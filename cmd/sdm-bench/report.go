@@ -32,6 +32,8 @@ type report struct {
 	reboots string
 	// flap is the flapping device section, already Markdown (flapBench).
 	flap string
+	// fleet is the fleet section, already Markdown (fleetBench).
+	fleet string
 	// failed names the parts that failed (their error is on stderr).
 	failed []string
 }
@@ -173,6 +175,9 @@ func (r *report) markdown() string {
 	}
 	if r.flap != "" {
 		w("\n%s", r.flap)
+	}
+	if r.fleet != "" {
+		w("\n%s", r.fleet)
 	}
 	if r.reboots != "" {
 		w("\n%s", r.reboots)
