@@ -216,7 +216,7 @@ func TestPlan(t *testing.T) {
 			running := map[string]resource{}
 			for _, s := range tc.steps {
 				now := t0.Add(time.Duration(s.at) * time.Second)
-				before := maps.Clone(running)
+				before := deepClone(running)
 				acts, next := plan(s.desired, running, now, time.Duration(tc.removeAfter)*time.Second)
 				if !maps.EqualFunc(running, before, resource.equal) {
 					t.Fatalf("at %ds: plan changed the running state it was given", s.at)
@@ -259,4 +259,22 @@ func TestPlanKeepsAbsentContent(t *testing.T) {
 	if a.key != "A" || a.present() || !a.content.equal(node("video0")) {
 		t.Errorf("absent unit %+v, want A away with video0's content", a)
 	}
+}
+
+// deepClone copies running down to every slice and map a resource holds,
+// so that a change plan makes in place to what it was given shows (a
+// shallow copy shares the units' backing arrays with the original).
+func deepClone(running map[string]resource) map[string]resource {
+	out := make(map[string]resource, len(running))
+	for k, r := range running {
+		r.units = slices.Clone(r.units)
+		for i, u := range r.units {
+			u.content.Nodes = slices.Clone(u.content.Nodes)
+			u.content.Env = maps.Clone(u.content.Env)
+			u.content.Mounts = slices.Clone(u.content.Mounts)
+			r.units[i] = u
+		}
+		out[k] = r
+	}
+	return out
 }
