@@ -228,3 +228,58 @@ func TestPreparedClaimsSurviveRestart(t *testing.T) {
 		t.Errorf("checkpoint after unprepare: %s (%v); want no uid-r", raw, err)
 	}
 }
+
+// A device whose rule requires a companion node that is missing
+// (docs/dra.md: a GPU without nvidia-uvm) is published tainted
+// <driver>/incomplete NoSchedule, refused at prepare, and reported
+// unhealthy to the kubelet; once the companion is there, all three
+// clear. NVIDIA's nodes come from mknod (hwfixture.NvidiaGPU).
+func TestIncompleteDevice(t *testing.T) {
+	m := hwfixture.New(true)
+	m.Plug(hwfixture.NvidiaGPU("0000:3b:00.0", 0, 0))
+	const rules = "version: v1\nrules:\n  - match: ^nvidia[0-9]+$\n    with: [nvidiactl, nvidia-uvm, \"nvidia-uvm-tools?\"]\n"
+	h := newHarness(t, m, rules, harnessOpts{removeAfter: time.Hour})
+	const gpu = "nvidia0"
+	h.waitDevices("the GPU, whole", func(d map[string]resourceapi.Device) bool { dev, ok := d[gpu]; return ok && len(dev.Taints) == 0 })
+	health := func() kubeletplugin.DeviceHealth {
+		h.drv.mu.Lock()
+		defer h.drv.mu.Unlock()
+		for _, dh := range h.drv.healthReport(time.Now()).Devices {
+			if dh.DeviceName == gpu {
+				return dh
+			}
+		}
+		t.Fatalf("no health for %s", gpu)
+		return kubeletplugin.DeviceHealth{}
+	}
+	if hs := health(); hs.Health != kubeletplugin.HealthStatusHealthy {
+		t.Errorf("whole: health %v (%s), want healthy", hs.Health, hs.Message)
+	}
+
+	uvm, ok := m.Dev.Snapshot()["nvidia-uvm"]
+	if !ok {
+		t.Fatal("the fixture has no /dev/nvidia-uvm")
+	}
+	m.Dev.Remove("nvidia-uvm")
+	h.fire("remove", "nvidia-uvm")
+	devs := h.waitDevices("tainted incomplete", func(d map[string]resourceapi.Device) bool { return len(d[gpu].Taints) > 0 })
+	if tt := devs[gpu].Taints; len(tt) != 1 || tt[0].Key != testDriver+"/"+TaintIncomplete || tt[0].Effect != resourceapi.DeviceTaintEffectNoSchedule {
+		t.Errorf("taints without nvidia-uvm %+v; want one %s/%s NoSchedule", tt, testDriver, TaintIncomplete)
+	}
+	if r := h.prepare(allocated("incomplete", []string{gpu})); r.Err == nil || !strings.Contains(r.Err.Error(), "misses a companion") {
+		t.Errorf("a claim for the incomplete GPU: %v, want an error saying it misses a companion", r.Err)
+	}
+	if hs := health(); hs.Health != kubeletplugin.HealthStatusUnhealthy || !strings.Contains(hs.Message, "companion") {
+		t.Errorf("incomplete: health %v (%q), want unhealthy, naming the companion", hs.Health, hs.Message)
+	}
+
+	m.Dev.Put("nvidia-uvm", uvm)
+	h.fire("add", "nvidia-uvm")
+	h.waitDevices("whole again", func(d map[string]resourceapi.Device) bool { return len(d[gpu].Taints) == 0 })
+	if r := h.prepare(allocated("whole", []string{gpu})); r.Err != nil {
+		t.Errorf("a claim for the GPU once whole: %v", r.Err)
+	}
+	if hs := health(); hs.Health != kubeletplugin.HealthStatusHealthy {
+		t.Errorf("whole again: health %v (%s), want healthy", hs.Health, hs.Message)
+	}
+}
