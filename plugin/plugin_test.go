@@ -751,3 +751,31 @@ func TestWatchDirSurvivesRecreation(t *testing.T) {
 	create("two")
 	waitName(t, names, "two")
 }
+
+// A server stopped right after an update still delivers it: gRPC writes a
+// ListAndWatch's last message and the end of its stream after the call
+// has returned, and a stop that cut the connection as soon as no call was
+// in progress lost them (d0c8f05: with --remove-after=1ms the kubelet
+// never saw the device turn unhealthy before its resource went). Many
+// rounds, since the loss is a race the fix closes.
+func TestStopDeliversTheLastList(t *testing.T) {
+	for round := range 20 {
+		dir := testutil.ShortTempDir(t)
+		k := startKubelet(t, dir)
+		well, sick := plugin.Device{ID: "0", Healthy: true}, plugin.Device{ID: "0", Healthy: false}
+		srv := run(t, plugin.NewServer(options(t, dir), ttySnapshot(well)))
+		waitRegistered(t, k, 1)
+		waitDevices(t, k, []plugin.Device{well})
+		srv.Update(ttySnapshot(sick))
+		if err := srv.stop(t); err != nil {
+			t.Fatalf("round %d: Run: %v", round, err)
+		}
+		if err := k.Wait(waitCtx(t), func() bool { return !k.Streaming(resourceName) }); err != nil {
+			t.Fatalf("round %d: stream still open: %v", round, err)
+		}
+		if got := pluginDevices(k.Devices(resourceName)); !slices.Equal(got, []plugin.Device{sick}) {
+			t.Fatalf("round %d: the kubelet's last list %v once the server stopped; want %v (the update before the stop)", round, got, []plugin.Device{sick})
+		}
+		k.Stop()
+	}
+}
