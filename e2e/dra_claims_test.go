@@ -2,19 +2,24 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	runtimespec "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/dynamic-resource-allocation/cel"
 	"k8s.io/dynamic-resource-allocation/deviceclass/extendedresourcecache"
 	"k8s.io/dynamic-resource-allocation/structured"
@@ -32,25 +37,50 @@ import (
 // ships it (packaging/overlays/dra).
 const draClass = "smarter-devices"
 
-// createClasses creates the driver's class and, for each extended
-// resource name, a class that serves it (KEP-5004's extendedResourceName),
-// as the packaging does.
+// createClasses creates the DeviceClasses the packaging ships
+// (packaging/overlays/dra/deviceclasses.yaml, decoded strictly as the API
+// server's YAML serializer would) and, for each extended resource name
+// given, one more made the way that file says to add one: its first
+// extendedResourceName class with the name swapped in.
 func (d *draNode) createClasses(extended ...string) {
 	d.t.Helper()
-	classes := []*resourceapi.DeviceClass{{
-		ObjectMeta: metav1.ObjectMeta{Name: draClass},
-		Spec: resourceapi.DeviceClassSpec{Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
-			Expression: fmt.Sprintf("device.driver == %q", draDriver)}}}},
-	}}
+	const file = "../packaging/overlays/dra/deviceclasses.yaml"
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	decoder := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme, kjson.SerializerOptions{Yaml: true, Strict: true})
+	var classes []*resourceapi.DeviceClass
+	var template *resourceapi.DeviceClass
+	for i, doc := range splitYAML(raw) {
+		obj, _, err := decoder.Decode(doc, nil, nil)
+		if err != nil {
+			d.t.Fatalf("%s document %d: %v", file, i, err)
+		}
+		c, ok := obj.(*resourceapi.DeviceClass)
+		if !ok {
+			d.t.Fatalf("%s document %d: a %T, not a DeviceClass", file, i, obj)
+		}
+		classes = append(classes, c)
+		if template == nil && c.Spec.ExtendedResourceName != nil {
+			template = c
+		}
+	}
+	if len(classes) == 0 || classes[0].Name != draClass || template == nil {
+		d.t.Fatalf("%s: want the %s class first and an extendedResourceName class", file, draClass)
+	}
 	for _, res := range extended {
-		classes = append(classes, &resourceapi.DeviceClass{
-			ObjectMeta: metav1.ObjectMeta{Name: strings.ToLower(strings.TrimPrefix(res, "smarter-devices/")) + "." + draClass},
-			Spec: resourceapi.DeviceClassSpec{
-				ExtendedResourceName: &res,
-				Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
-					Expression: fmt.Sprintf("device.driver == %q && device.attributes[%q].resource == %q", draDriver, draDriver, res)}}},
-			},
-		})
+		c := template.DeepCopy()
+		was := *template.Spec.ExtendedResourceName
+		c.Name = strings.ToLower(strings.TrimPrefix(res, "smarter-devices/")) + "." + draClass
+		c.Spec.ExtendedResourceName = &res
+		for i := range c.Spec.Selectors {
+			c.Spec.Selectors[i].CEL.Expression = strings.ReplaceAll(c.Spec.Selectors[i].CEL.Expression, strconv.Quote(was), strconv.Quote(res))
+		}
+		if equality.Semantic.DeepEqual(c.Spec.Selectors, template.Spec.Selectors) {
+			d.t.Fatalf("%s: class %s's selector does not name %s", file, template.Name, was)
+		}
+		classes = append(classes, c)
 	}
 	for _, c := range classes {
 		if _, err := d.client.ResourceV1().DeviceClasses().Create(d.ctx(), c, metav1.CreateOptions{}); err != nil {
