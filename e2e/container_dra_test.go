@@ -50,9 +50,23 @@ func TestContainerDRA(t *testing.T) {
 	if rep.UID != 1000 || rep.GID != 1000 || rep.Mode != "0660" {
 		t.Errorf("%s in the container is %d:%d %s; want 1000:1000 0660 (the claim's config)", path, rep.UID, rep.GID, rep.Mode)
 	}
-	r.expect(c, probe.Request{Op: "id"}, "ok")
+	if id := r.expect(c, probe.Request{Op: "id"}, "ok"); id.UID != 1000 || id.GID != 1000 {
+		t.Errorf("the container's process is %d:%d; want 1000:1000 (runAsUser, runAsGroup)", id.UID, id.GID)
+	}
 	r.expect(c, probe.Request{Op: "open", Path: path, Flags: "rw"}, "ok")
 	r.roundTrip(c, path, path, path)
+	c.exit(t)
+	// The claim's owner decides, not the process: the same CDI device in
+	// a container of another user is still 1000:1000 0660, and refused.
+	other := d.runContainerOpts(draPod("dra-uid-2000", "dra-uid-2000"), opts, podSecurity{runAsUser: ptr(uint32(2000)), runAsGroup: ptr(uint32(2000))})
+	if id := r.expect(other, probe.Request{Op: "id"}, "ok"); id.UID != 2000 || id.GID != 2000 {
+		t.Errorf("the other container's process is %d:%d; want 2000:2000", id.UID, id.GID)
+	}
+	if st := r.stat(other, path, host); st.UID != 1000 || st.GID != 1000 || st.Mode != "0660" {
+		t.Errorf("%s in the other user's container is %d:%d %s; want 1000:1000 0660 (the claim's config)", path, st.UID, st.GID, st.Mode)
+	}
+	r.expect(other, probe.Request{Op: "open", Path: path, Flags: "rw"}, "EACCES")
+	other.exit(t)
 	if err := d.kubelet.UnprepareResources(d.ctx(), pod); err != nil {
 		t.Errorf("UnprepareResources: %v", err)
 	}
