@@ -124,6 +124,7 @@ func TestDRAPublishAllocatePrepare(t *testing.T) {
 	}
 
 	// 3: the kubelet prepares them through the daemon.
+	prepared := map[*v1.Pod][]string{}
 	for _, c := range []struct {
 		pod   *v1.Pod
 		claim *resourceapi.ResourceClaim
@@ -134,6 +135,7 @@ func TestDRAPublishAllocatePrepare(t *testing.T) {
 			t.Fatalf("pod %s: PrepareResources: %v", c.pod.Name, err)
 		}
 		t.Logf("pod %s: CDI devices %v", c.pod.Name, ids)
+		prepared[c.pod] = ids
 		if len(ids) != 1 || !strings.HasPrefix(ids[0], draDriver+"/claim=") {
 			t.Errorf("pod %s: CDI devices %v; want one of kind %s/claim", c.pod.Name, ids, draDriver)
 		}
@@ -153,9 +155,10 @@ func TestDRAPublishAllocatePrepare(t *testing.T) {
 			t.Errorf("pod %s: no CDI spec named by claim %s in %v", c.pod.Name, c.claim.UID, d.specFiles())
 		}
 	}
-	// Prepared twice: the same answer.
-	if ids, err := d.prepare(p1); err != nil || len(ids) != 1 {
-		t.Errorf("a second PrepareResources: %v, %v; want the same device", ids, err)
+	// Prepared twice: the same answer. Asked of the daemon itself (the
+	// kubelet's manager answers a claim it prepared from its own cache).
+	if ids, err := d.nodePrepare(c1); err != nil || !slices.Equal(ids, prepared[p1]) {
+		t.Errorf("NodePrepareResources again for claim %s: %v, %v; want %v, as the first time", c1.Name, ids, err, prepared[p1])
 	}
 	for _, c := range []struct {
 		pod   *v1.Pod
@@ -235,12 +238,6 @@ func TestDRAHotplug(t *testing.T) {
 	if r, err := d.tryAllocate(another); err != nil || r != nil {
 		t.Errorf("a claim for the unplugged device: %v, %v; want no allocation", r, err)
 	}
-	if err := d.kubelet.UnprepareResources(d.ctx(), pod); err != nil {
-		t.Errorf("UnprepareResources with the device gone: %v", err)
-	}
-	if f, ok := d.specFileOf(claim.UID); ok {
-		t.Errorf("CDI spec %s left after unprepare", f)
-	}
 
 	// zram hands out the lowest free number; the test holds the zram lock.
 	if z2 := zramAdd(t); z2 != z {
@@ -252,7 +249,8 @@ func TestDRAHotplug(t *testing.T) {
 		dev, ok := devs[name]
 		return ok && len(dev.Taints) == 0
 	})
-	d.poll("the pod's status: healthy again", func() bool { return health() != v1.ResourceHealthStatusUnhealthy },
+	// The claim is still prepared: the kubelet still asks after it.
+	d.poll("the pod's status: healthy again", func() bool { return health() == v1.ResourceHealthStatusHealthy },
 		func() string { return fmt.Sprintf("health %q", health()) })
 
 	if err := zramRemove(z); err != nil {
@@ -262,6 +260,12 @@ func TestDRAHotplug(t *testing.T) {
 		_, ok := taintOf(devs[name])
 		return ok
 	})
+	if err := d.kubelet.UnprepareResources(d.ctx(), pod); err != nil {
+		t.Errorf("UnprepareResources with the device gone: %v", err)
+	}
+	if f, ok := d.specFileOf(claim.UID); ok {
+		t.Errorf("CDI spec %s left after unprepare", f)
+	}
 	sl = d.waitSlices("gone after --remove-after", func(_ []resourceapi.ResourceSlice, devs map[string]resourceapi.Device) bool {
 		_, ok := devs[name]
 		return !ok
