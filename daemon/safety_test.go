@@ -14,6 +14,8 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // Nodes that give control of the host are refused unless the rule says
@@ -139,7 +141,7 @@ func TestMountedBlockDeviceRefused(t *testing.T) {
 	id := fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
 	b, err := os.ReadFile("/sys/dev/block/" + id + "/uevent")
 	if err != nil {
-		t.Skipf("skipping: the root filesystem (%s) is not on a block device here (overlay, tmpfs): %v", id, err)
+		testutil.SkipEnv(t, "skipping: the root filesystem (%s) is not on a block device here (overlay, tmpfs): %v", id, err)
 	}
 	var name string
 	for _, line := range strings.Split(string(b), "\n") {
@@ -148,7 +150,7 @@ func TestMountedBlockDeviceRefused(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat("/dev/" + name); name == "" || err != nil {
-		t.Skipf("skipping: no /dev node for the root filesystem's device %s", id)
+		testutil.SkipEnv(t, "skipping: no /dev node for the root filesystem's device %s", id)
 	}
 	s := &safety{devRoot: "/dev", devFS: os.DirFS("/dev"), sysFS: os.DirFS("/sys"), procFS: os.DirFS("/proc")}
 	why := s.hazard(name, fs.ModeDevice)

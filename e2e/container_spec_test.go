@@ -20,6 +20,8 @@ import (
 	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
 	kubecontainer "k8s.io/kubernetes/pkg/kubelet/container"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // The container tests run what the kubelet hands the runtime for a pod
@@ -54,12 +56,12 @@ func requireContainers(t *testing.T) {
 	t.Helper()
 	requireSuite(t)
 	if _, err := os.Stat(runcPath); err != nil {
-		t.Skipf("skipping: no runc at %s (scripts/test-deps.sh installs Debian's runc): %v", runcPath, err)
+		testutil.SkipEnv(t, "skipping: no runc at %s (scripts/test-deps.sh installs Debian's runc): %v", runcPath, err)
 	}
 	_, v1err := os.Stat("/sys/fs/cgroup/devices/devices.allow")
 	_, v2err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
 	if v1err != nil && v2err != nil {
-		t.Skip("skipping: no device cgroup (neither /sys/fs/cgroup/devices nor cgroup v2): a container could open any node")
+		testutil.SkipEnv(t, "skipping: no device cgroup (neither /sys/fs/cgroup/devices nor cgroup v2): a container could open any node")
 	}
 	probeBin.once.Do(func() {
 		probeBin.dir, probeBin.err = os.MkdirTemp("", "sdm-e2e-probe")

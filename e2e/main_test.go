@@ -11,6 +11,8 @@ import (
 
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/textlogger"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // kubernetesVersion is the k8s.io/kubernetes release whose unexported
@@ -117,6 +119,6 @@ func daemonRace() bool { return os.Getenv("SDM_E2E_DAEMON_RACE") != "0" }
 func requireSuite(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
-		t.Skip("skipping: " + skipReason)
+		testutil.SkipEnv(t, "%s", "skipping: "+skipReason)
 	}
 }

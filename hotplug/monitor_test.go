@@ -18,6 +18,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // waitTimeout bounds every wait for an event; it is a failure deadline,
@@ -92,7 +94,7 @@ func testLogger(t *testing.T) zerolog.Logger {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: binds the uevent netlink socket and creates devices")
+		testutil.SkipEnv(t, "needs root: binds the uevent netlink socket and creates devices")
 	}
 }
 
@@ -104,7 +106,7 @@ func zramAdd(t *testing.T) (name string, remove func()) {
 	t.Helper()
 	requireRoot(t)
 	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
-		t.Skipf("no %s (modprobe zram): %v", zramControl, err)
+		testutil.SkipEnv(t, "no %s (modprobe zram): %v", zramControl, err)
 	}
 	testkernel.LockZram(t) // no other test binary's zram changes meanwhile
 	b, err := os.ReadFile(filepath.Join(zramControl, "hot_add"))
@@ -368,7 +370,7 @@ func TestMonitorUdevd(t *testing.T) {
 	// devices must not be queued for this one.
 	testkernel.LockZram(t)
 	if _, err := os.Stat(filepath.Join(zramControl, "hot_add")); err != nil {
-		t.Skipf("no %s: %v", zramControl, err)
+		testutil.SkipEnv(t, "no %s: %v", zramControl, err)
 	}
 	startUdevd(t)
 	m := NewMonitor(MonitorOptions{Source: SourceAuto, Logger: testLogger(t)})

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 const (
@@ -263,7 +265,7 @@ func BenchmarkScanDev(b *testing.B) {
 	})
 	b.Run("DirFS", func(b *testing.B) {
 		if os.Geteuid() != 0 {
-			b.Skip("mknod needs root")
+			testutil.SkipEnv(b, "mknod needs root")
 		}
 		root := b.TempDir()
 		for i := range n {
@@ -272,7 +274,7 @@ func BenchmarkScanDev(b *testing.B) {
 				b.Fatal(err)
 			}
 			if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
-				b.Skipf("mknod: %v", err)
+				testutil.SkipEnv(b, "mknod: %v", err)
 			}
 		}
 		bench(b, os.DirFS(root))

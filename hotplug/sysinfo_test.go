@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 const (
@@ -334,7 +336,7 @@ func TestRdev(t *testing.T) {
 // a zram disk when there is one (made through zram-control as root).
 func TestReal(t *testing.T) {
 	if _, err := os.Stat("/sys/dev/char/1:3"); err != nil {
-		t.Skip("no sysfs:", err)
+		testutil.SkipEnv(t, "%v %v", "no sysfs:", err)
 	}
 	dev, sys, run := os.DirFS("/dev"), os.DirFS("/sys"), os.DirFS("/run")
 
@@ -397,10 +399,10 @@ func firstZram(t *testing.T) string {
 		return filepath.Base(m[0])
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("no zram device, and not root")
+		testutil.SkipEnv(t, "no zram device, and not root")
 	}
 	if _, err := os.Stat(testkernel.ZramControl); err != nil {
-		t.Skip("cannot add a zram device:", err)
+		testutil.SkipEnv(t, "%v %v", "cannot add a zram device:", err)
 	}
 	return "zram" + strconv.Itoa(testkernel.ZramAdd(t))
 }
@@ -417,7 +419,7 @@ func BenchmarkInfo(b *testing.B) {
 	})
 	b.Run("sys", func(b *testing.B) {
 		if _, err := os.Stat("/sys/dev/char/1:3"); err != nil {
-			b.Skip("no sysfs:", err)
+			testutil.SkipEnv(b, "%v %v", "no sysfs:", err)
 		}
 		sys, run := os.DirFS("/sys"), os.DirFS("/run")
 		b.ReportAllocs()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 const (
@@ -43,25 +45,25 @@ var (
 // a purge removes everything.
 func TestDebInstallsAndRemoves(t *testing.T) {
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
-		t.Skip("SKIPPED: installs a .deb with dpkg: needs root on Linux")
+		testutil.SkipEnv(t, "SKIPPED: installs a .deb with dpkg: needs root on Linux")
 	}
 	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "bash"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIPPED: installs a .deb: %s not found (a Debian-family system is needed)", tool)
+			testutil.SkipEnv(t, "SKIPPED: installs a .deb: %s not found (a Debian-family system is needed)", tool)
 		}
 	}
 	wantDeb, ok := debArch[runtime.GOARCH]
 	if !ok {
-		t.Skipf("SKIPPED: no known dpkg architecture for GOARCH=%s", runtime.GOARCH)
+		testutil.SkipEnv(t, "SKIPPED: no known dpkg architecture for GOARCH=%s", runtime.GOARCH)
 	}
 	if out, err := run(t, time.Minute, nil, "dpkg", "--print-architecture"); err != nil {
 		t.Fatalf("dpkg --print-architecture: %v\n%s", err, out)
 	} else if got := strings.TrimSpace(out); got != wantDeb {
-		t.Skipf("SKIPPED: dpkg's architecture is %s, a GOARCH=%s build would be %s", got, runtime.GOARCH, wantDeb)
+		testutil.SkipEnv(t, "SKIPPED: dpkg's architecture is %s, a GOARCH=%s build would be %s", got, runtime.GOARCH, wantDeb)
 	}
 	// Never touch a user's install (nor the conffile of a removed one).
 	if st := pkgStatus(t); st != "" && st != "not-installed" {
-		t.Skipf("SKIPPED: package %s is already on this machine (status %q): not touching it", pkgName, st)
+		testutil.SkipEnv(t, "SKIPPED: package %s is already on this machine (status %q): not touching it", pkgName, st)
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {

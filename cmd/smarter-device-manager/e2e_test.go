@@ -412,7 +412,7 @@ func TestImageServesThroughContainer(t *testing.T) {
 	testutil.SkipShort(t, "builds and runs a Docker image")
 	testkernel.RequireZram(t)
 	if err := exec.Command("docker", "info").Run(); err != nil {
-		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+		testutil.SkipEnv(t, "skipping: no Docker engine here (docker info: %v)", err)
 	}
 	tag := buildImage(t)
 
@@ -526,7 +526,7 @@ func TestOldManifestSwitchesByImage(t *testing.T) {
 	testutil.SkipShort(t, "builds and runs Docker images")
 	testkernel.RequireZram(t)
 	if err := exec.Command("docker", "info").Run(); err != nil {
-		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+		testutil.SkipEnv(t, "skipping: no Docker engine here (docker info: %v)", err)
 	}
 	tag := buildImage(t)
 

@@ -75,7 +75,7 @@ func TestBrokenConfigAtStartup(t *testing.T) {
 func TestReloadOnSIGHUP(t *testing.T) {
 	for _, n := range []string{"/dev/null", "/dev/zero"} {
 		if _, err := os.Stat(n); err != nil {
-			t.Skipf("skipping: %s missing", n)
+			testutil.SkipEnv(t, "skipping: %s missing", n)
 		}
 	}
 	dir := testutil.ShortTempDir(t)
@@ -150,7 +150,7 @@ func debugStats(t *testing.T, addr string) map[string]uint64 {
 // every logged failure triggered the next reload, thousands a second.
 func TestBrokenRuleFileDoesNotLoop(t *testing.T) {
 	if _, err := os.Stat("/dev/null"); err != nil {
-		t.Skipf("skipping: /dev/null missing: %v", err)
+		testutil.SkipEnv(t, "skipping: /dev/null missing: %v", err)
 	}
 	dir := testutil.ShortTempDir(t) // the rule file and the log
 	pluginDir := testutil.ShortTempDir(t)
@@ -295,7 +295,7 @@ func TestVersion(t *testing.T) {
 // no complaint at all (it reports a misspelt key only as a message).
 func TestSystemdUnitVerifies(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("skipping: no systemd-analyze here")
+		testutil.SkipEnv(t, "skipping: no systemd-analyze here")
 	}
 	unit, err := os.ReadFile("../../systemd/smarter-device-manager.service")
 	if err != nil {

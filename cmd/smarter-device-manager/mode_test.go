@@ -77,7 +77,7 @@ func TestDRAModeExecsTheDRABinary(t *testing.T) {
 func TestImageRunsDRAMode(t *testing.T) {
 	testutil.SkipShort(t, "builds and runs a Docker image")
 	if err := exec.Command("docker", "info").Run(); err != nil {
-		t.Skipf("skipping: no Docker engine here (docker info: %v)", err)
+		testutil.SkipEnv(t, "skipping: no Docker engine here (docker info: %v)", err)
 	}
 	tag := buildImage(t)
 	out, err := exec.Command("docker", "run", "--rm", "-e", "SMARTER_DEVICE_MANAGER_MODE=dra", tag,

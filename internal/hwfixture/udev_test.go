@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // writeTree writes a fake sysfs to dir: files, directories and symlinks.
@@ -75,22 +77,22 @@ func entrySets(data []byte) (props, links []string) {
 // lacks one it would, fails here.
 func TestMatchesRealUdev(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (a private mount namespace over /sys)")
+		testutil.SkipEnv(t, "skipping: needs root (a private mount namespace over /sys)")
 	}
 	udevadm, err := exec.LookPath("udevadm")
 	if err != nil {
-		t.Skip("skipping: no udevadm (scripts/test-deps.sh installs Debian's udev)")
+		testutil.SkipEnv(t, "skipping: no udevadm (scripts/test-deps.sh installs Debian's udev)")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		t.Skip("skipping: no unshare (util-linux)")
+		testutil.SkipEnv(t, "skipping: no unshare (util-linux)")
 	}
 	out, err := exec.Command(udevadm, "--version").Output()
 	if err != nil {
-		t.Skipf("skipping: udevadm --version: %v", err)
+		testutil.SkipEnv(t, "skipping: udevadm --version: %v", err)
 	}
 	if v := strings.TrimSpace(string(out)); v != "252" {
-		t.Skipf("skipping: udev %s here; the fixtures follow Debian bookworm's udev 252", v)
+		testutil.SkipEnv(t, "skipping: udev %s here; the fixtures follow Debian bookworm's udev 252", v)
 	}
 	for _, name := range slices.Sorted(mapsKeys(Machines)) {
 		t.Run(name, func(t *testing.T) {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 const (
@@ -56,7 +58,7 @@ func flock(t testing.TB, file, what string) *os.File {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (real kernel devices and netlink)")
+		testutil.SkipEnv(t, "skipping: needs root (real kernel devices and netlink)")
 	}
 }
 
@@ -66,7 +68,7 @@ func RequireZram(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
 	if _, err := os.Stat(ZramControl + "/hot_add"); err != nil {
-		t.Skipf("skipping: %s missing (scripts/test-deps.sh loads the zram module): %v", ZramControl, err)
+		testutil.SkipEnv(t, "skipping: %s missing (scripts/test-deps.sh loads the zram module): %v", ZramControl, err)
 	}
 	LockZram(t)
 }
@@ -159,7 +161,7 @@ func Udevd(t testing.TB) {
 		return
 	}
 	if _, err := os.Stat(UdevdPath); err != nil {
-		t.Skipf("skipping: %s missing (scripts/test-deps.sh installs Debian's udev package): %v", UdevdPath, err)
+		testutil.SkipEnv(t, "skipping: %s missing (scripts/test-deps.sh installs Debian's udev package): %v", UdevdPath, err)
 	}
 	stop, err := StartUdevd()
 	if err != nil {

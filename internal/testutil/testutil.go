@@ -3,7 +3,9 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,3 +70,37 @@ func SkipShort(t testing.TB, why string) {
 		t.Skipf("skipping in -short mode (make check; make test runs it): %s", why)
 	}
 }
+
+// SkipEnv skips t because this machine lacks a part it needs (root, a
+// kernel module, a tool, Docker), saying which. Skips must not hide a
+// test CI's machine can run, so:
+//   - with SDM_TEST_STRICT=1 (.ci/run sets it) the skip is a failure
+//     naming the test and the missing part;
+//   - with SDM_TEST_SKIPLOG naming a file (scripts/test.sh sets it), the
+//     skip is appended there, one line, for make test's summary of what
+//     did not run.
+//
+// A skip that is no lack of this machine's (a benchmark not asked for,
+// -short, a test only a normal user can run) stays a plain t.Skip.
+func SkipEnv(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(StrictEnv) == "1" {
+		t.Fatalf("%s did not run, and CI's machine must run it (%s=1): %s", t.Name(), StrictEnv, msg)
+	}
+	if log := os.Getenv(SkipLogEnv); log != "" {
+		// One write per line, O_APPEND: test processes running at once
+		// do not interleave.
+		if f, err := os.OpenFile(log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			fmt.Fprintf(f, "%s: %s\n", t.Name(), strings.ReplaceAll(msg, "\n", " "))
+			f.Close()
+		}
+	}
+	t.Skip(msg)
+}
+
+// The environment SkipEnv reads.
+const (
+	StrictEnv  = "SDM_TEST_STRICT"
+	SkipLogEnv = "SDM_TEST_SKIPLOG"
+)
