@@ -234,3 +234,15 @@ func str(d resourceapi.Device, name string) string {
 	}
 	return ""
 }
+
+// sliceWrites is how many ResourceSlice writes (create, update, delete)
+// client has been asked for.
+func sliceWrites(client *fake.Clientset) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "create" || a.GetVerb() == "update" || a.GetVerb() == "delete") {
+			n++
+		}
+	}
+	return n
+}

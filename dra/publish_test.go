@@ -174,15 +174,7 @@ func TestPublishHoldsFlappingDevice(t *testing.T) {
 	p := m.Plug(ft)
 	h.fire("add", "ttyUSB0")
 	h.waitDevices("plugged", func(d map[string]resourceapi.Device) bool { return len(d) == 1 && len(d[name].Taints) == 0 })
-	writes := func() int {
-		n := 0
-		for _, a := range h.client.Actions() {
-			if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "create" || a.GetVerb() == "update") {
-				n++
-			}
-		}
-		return n
-	}
+	writes := func() int { return sliceWrites(h.client) }
 	before := writes()
 	change := func(action string) {
 		t.Helper()
@@ -226,15 +218,7 @@ func TestPublishWritesOnlyChanges(t *testing.T) {
 	h := newHarness(t, m, rules, harnessOpts{removeAfter: time.Hour})
 	h.waitDevices("ten adapters", func(d map[string]resourceapi.Device) bool { return len(d) == 10 })
 	client, dir := h.client, h.dir
-	writes := func() int {
-		n := 0
-		for _, a := range client.Actions() {
-			if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "create" || a.GetVerb() == "update" || a.GetVerb() == "delete") {
-				n++
-			}
-		}
-		return n
-	}
+	writes := func() int { return sliceWrites(client) }
 	tainted := func(want int) func(map[string]resourceapi.Device) bool {
 		return func(d map[string]resourceapi.Device) bool {
 			n := 0
@@ -297,15 +281,7 @@ func TestPublishCarriesUnpluggedOverRestart(t *testing.T) {
 		return len(d) == 2 && len(d[gone].Taints) == 1
 	})
 	client, dir := h.client, h.dir
-	writes := func() int {
-		n := 0
-		for _, a := range client.Actions() {
-			if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "create" || a.GetVerb() == "update" || a.GetVerb() == "delete") {
-				n++
-			}
-		}
-		return n
-	}
+	writes := func() int { return sliceWrites(client) }
 	w := writes()
 
 	h.stop()
