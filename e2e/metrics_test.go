@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
 
 // Prometheus can scrape the daemon: its /metrics parses with Prometheus'
@@ -56,4 +62,26 @@ func TestMetricsParseAsPrometheus(t *testing.T) {
 			t.Errorf("no %s", name)
 		}
 	}
+	// The daemon's families, their types and label names are what
+	// dashboards and alerts are written against: a contract across
+	// versions (testdata/metrics.golden; values are not).
+	var contract []string
+	for name, f := range families {
+		if !strings.HasPrefix(name, "smarter_device_manager_") {
+			continue
+		}
+		labels := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = true
+			}
+		}
+		names := strings.Join(slices.Sorted(maps.Keys(labels)), ",")
+		if names == "" {
+			names = "-"
+		}
+		contract = append(contract, fmt.Sprintf("%s %s %s", name, strings.ToLower(f.GetType().String()), names))
+	}
+	slices.Sort(contract)
+	testutil.Golden(t, "testdata/metrics.golden", []byte(strings.Join(contract, "\n")+"\n"))
 }

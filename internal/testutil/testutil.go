@@ -104,3 +104,25 @@ const (
 	StrictEnv  = "SDM_TEST_STRICT"
 	SkipLogEnv = "SDM_TEST_SKIPLOG"
 )
+
+// Golden compares got with the golden file at path: a contract users and
+// running workloads depend on across versions (a device's name, a metric's
+// labels). A difference fails the test with both texts; changing the
+// contract is a deliberate edit of the file, reviewed with the change:
+// SDM_UPDATE_GOLDEN=1 go test ... rewrites it from got.
+func Golden(t testing.TB, path string, got []byte) {
+	t.Helper()
+	if os.Getenv("SDM_UPDATE_GOLDEN") == "1" {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("golden file: %v (SDM_UPDATE_GOLDEN=1 writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s changed: a contract users depend on. If the change is meant, rewrite the file with SDM_UPDATE_GOLDEN=1 and say so in the commit.\n--- got\n%s\n--- want (%s)\n%s", path, got, path, want)
+	}
+}
