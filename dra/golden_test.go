@@ -9,6 +9,7 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 
+	"github.com/smarter-project/smarter-device-manager/dra/internal/claimdata"
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
@@ -79,7 +80,8 @@ func TestPoolGolden(t *testing.T) {
 // What the kubelet and the container runtime are told of a prepared
 // claim is a contract too: the CDI spec's file name (named by the claim's
 // UID), its kind and device names, the CDI device IDs the kubelet hands
-// the runtime, and the container edits. dra/testdata/cdi.golden.json.
+// the runtime, the container edits, and the checkpoint of prepared claims
+// a later daemon reads. dra/testdata/cdi.golden.json.
 func TestPreparedClaimGolden(t *testing.T) {
 	h, _ := pluggedGPS(t, harnessOpts{removeAfter: time.Hour})
 	const uid = "0b3c5e2a-7f41-4d7e-9a55-2c1f0e8d6b90"
@@ -91,14 +93,24 @@ func TestPreparedClaimGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spec any
+	var spec, checkpoint any
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		t.Fatal(err)
 	}
+	// The prepared claims' checkpoint: a restarted (or upgraded) daemon
+	// reads what the one before it wrote.
+	raw, err = os.ReadFile(filepath.Join(h.dir, "plugin", claimdata.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &checkpoint); err != nil {
+		t.Fatal(err)
+	}
 	got, err := json.MarshalIndent(map[string]any{
-		"specFile": filepath.Base(h.drv.SpecFile(uid)),
-		"devices":  res.Devices,
-		"spec":     spec,
+		"specFile":   filepath.Base(h.drv.SpecFile(uid)),
+		"devices":    res.Devices,
+		"spec":       spec,
+		"checkpoint": checkpoint,
 	}, "", "  ")
 	if err != nil {
 		t.Fatal(err)
