@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -59,6 +60,23 @@ func TestValidPrefix(t *testing.T) {
 		if err := ValidPrefix(tt.prefix); (err == nil) != tt.ok {
 			t.Errorf("ValidPrefix(%q) = %v, want ok=%v", tt.prefix, err, tt.ok)
 		}
+	}
+	// The length limit: a DNS subdomain's 253 less "requests.", which a
+	// pod's requests put before an extended resource's name. Found by
+	// make mutate: nothing reached it.
+	subdomain := func(n int) string {
+		b := []byte(strings.Repeat(strings.Repeat("a", 62)+".", n/63+1)[:n])
+		if b[n-1] == '.' {
+			b[n-1] = 'b'
+		}
+		return string(b)
+	}
+	if err := ValidPrefix(subdomain(244)); err != nil {
+		t.Errorf("a 244-character prefix: %v, want ok", err)
+	}
+	want := fmt.Sprintf("resource prefix %q is longer than 244 characters", subdomain(245))
+	if err := ValidPrefix(subdomain(245)); err == nil || err.Error() != want {
+		t.Errorf("a 245-character prefix: %v, want %q", err, want)
 	}
 }
 
