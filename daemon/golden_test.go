@@ -10,23 +10,9 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/smarter-project/smarter-device-manager/internal/hwfixture"
+	"github.com/smarter-project/smarter-device-manager/internal/natural"
 	"github.com/smarter-project/smarter-device-manager/internal/testutil"
 )
-
-// goldenMachine has the catalog's hardware of every kind a rule shape
-// serves: adapters with and without serials, a webcam with a microphone,
-// a PCI sound card and a discrete GPU.
-func goldenMachine() *hwfixture.Machine {
-	m := hwfixture.New(true)
-	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
-	m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "2", "0001"))
-	m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "3", "d4f2b8c1e0a3eb11a1b2c3d4e5f6a7b8"))
-	m.Plug(hwfixture.CH340(hwfixture.IntelXHCI, "4"))
-	m.Plug(hwfixture.C270(hwfixture.IntelXHCI, "5", "5C4F2E10"))
-	m.Plug(hwfixture.HDAudio("3", 0))
-	m.Plug(hwfixture.NvidiaGPU("0000:3b:00.0", 0, 1))
-	return m
-}
 
 // The extended-resource names the daemon registers, the IDs it
 // advertises and the Allocate answer for each resource are what pods'
@@ -68,11 +54,11 @@ rules:
 	}
 	out := map[string][]served{}
 	for name, rules := range map[string]string{"default": string(legacy), "shapes": shapes} {
-		h := newHarnessFile(t, "rules.yaml", rules, onMachine(goldenMachine()))
+		h := newHarnessFile(t, "rules.yaml", rules, onMachine(catalog()))
 		for _, res := range slices.Sorted(maps.Keys(h.report().Resources)) {
 			h.waitFor(res, "its IDs", func(d []*pluginapi.Device) bool { return len(d) > 0 })
 			devs := h.kubelet.Devices(res)
-			slices.SortFunc(devs, func(a, b *pluginapi.Device) int { return natural(a.ID, b.ID) })
+			slices.SortFunc(devs, func(a, b *pluginapi.Device) int { return natural.Compare(a.ID, b.ID) })
 			out[name] = append(out[name], served{Resource: res, Devices: devs, Allocate: h.allocate(res, devs[0].ID).ContainerResponses[0]})
 		}
 		h.stop()
@@ -84,16 +70,7 @@ rules:
 	testutil.Golden(t, "testdata/deviceplugin.golden.json", append(got, '\n'))
 }
 
-// natural orders IDs "2" before "10".
-func natural(a, b string) int {
-	if len(a) != len(b) {
-		return len(a) - len(b)
-	}
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+func catalog() *hwfixture.Machine {
+	m, _ := hwfixture.Catalog()
+	return m
 }

@@ -41,14 +41,8 @@ rules:
 // machine with the catalog's hardware under a rule of every shape, one
 // adapter unplugged, must equal dra/testdata/pool.golden.json.
 func TestPoolGolden(t *testing.T) {
-	m := hwfixture.New(true)
-	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))        // ttyUSB0: the GPS
-	gone := m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "2", "0001")) // ttyUSB1: a class member, unplugged below
-	m.Plug(hwfixture.CP2102N(hwfixture.IntelXHCI, "3", "d4f2b8c1e0a3eb11a1b2c3d4e5f6a7b8"))
-	m.Plug(hwfixture.CH340(hwfixture.IntelXHCI, "4"))            // no serial: plain ttyUSB3
-	m.Plug(hwfixture.C270(hwfixture.IntelXHCI, "5", "5C4F2E10")) // video0, video1, a microphone
-	m.Plug(hwfixture.HDAudio("3", 0))
-	m.Plug(hwfixture.NvidiaGPU("0000:3b:00.0", 0, 1))
+	m, plugged := hwfixture.Catalog()
+	gone := plugged[1] // ttyUSB1: a CP2102N, a class member, unplugged below
 	h := newHarness(t, m, goldenRules, harnessOpts{removeAfter: time.Hour})
 	h.waitDevices("the pool", func(d map[string]resourceapi.Device) bool { return len(d) > 0 })
 	m.Unplug(gone)

@@ -45,3 +45,23 @@ var Machines = map[string]func(udev bool) *Machine{
 		return m
 	},
 }
+
+// Catalog is a host with the catalog's hardware of every kind a rule
+// shape serves, for the golden tests of what the daemon publishes:
+// adapters with and without serials (an FT232R, two CP2102N, one of them
+// with the factory serial "0001", a CH340), a webcam with a microphone, a
+// PCI sound card and a discrete GPU. It returns what it plugged, in that
+// order.
+func Catalog() (*Machine, []*Plugged) {
+	m := New(true)
+	plugged := []*Plugged{
+		m.Plug(FT232R(IntelXHCI, "1", "A1B2C3")),
+		m.Plug(CP2102N(IntelXHCI, "2", "0001")),
+		m.Plug(CP2102N(IntelXHCI, "3", "d4f2b8c1e0a3eb11a1b2c3d4e5f6a7b8")),
+		m.Plug(CH340(IntelXHCI, "4")),
+		m.Plug(C270(IntelXHCI, "5", "5C4F2E10")),
+		m.Plug(HDAudio("3", 0)),
+		m.Plug(NvidiaGPU("0000:3b:00.0", 0, 1)),
+	}
+	return m, plugged
+}
