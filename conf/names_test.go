@@ -96,3 +96,33 @@ func TestSanitize(t *testing.T) {
 		}
 	}
 }
+
+// Found by make mutate (conf's lived mutants): a device ID keeps '.',
+// letters, digits, '_' and '-' and turns anything else into '_'; a name
+// part of exactly 63 characters is kept, one of 64 shortened to 63; a
+// rule needs a device's identity for any name variable but {path}.
+func TestIDSafeShortenNeedsIdentity(t *testing.T) {
+	if got := idSafe("usb-0403.6001 A1/B2é"); got != "usb-0403.6001_A1_B2_" {
+		t.Errorf("idSafe = %q", got)
+	}
+	exact := strings.Repeat("a", 63)
+	if got := shorten(exact); got != exact {
+		t.Errorf("shorten(63 characters) = %q, want it kept", got)
+	}
+	if got := shorten(exact + "b"); len(got) != 63 || !strings.HasPrefix(got, strings.Repeat("a", 54)+"-") {
+		t.Errorf("shorten(64 characters) = %q, want 54 of them, a dash and 8 hex digits", got)
+	}
+	for rules, want := range map[string]bool{
+		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{path}\n":            false,
+		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{ID_SERIAL_SHORT}\n": true,
+		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n":                                  false,
+	} {
+		c, err := Parse("rules.yaml", []byte(rules))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Rules[0].NeedsIdentity(); got != want {
+			t.Errorf("NeedsIdentity of %q = %v, want %v", rules, got, want)
+		}
+	}
+}
