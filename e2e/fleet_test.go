@@ -43,6 +43,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/cel"
 	"k8s.io/dynamic-resource-allocation/structured"
 	"k8s.io/klog/v2"
+	kptr "k8s.io/utils/ptr"
 
 	"github.com/smarter-project/smarter-device-manager/conf"
 	"github.com/smarter-project/smarter-device-manager/daemon"
@@ -288,7 +289,7 @@ func fleetTokens(t *testing.T, cfg *rest.Config, client kubernetes.Interface, no
 					return
 				}
 				tr, err := client.CoreV1().ServiceAccounts(fleetNS).CreateToken(ctx, sa, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-					ExpirationSeconds: ptrTo(int64(4 * 3600)),
+					ExpirationSeconds: ptr(int64(4 * 3600)),
 					BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}}, metav1.CreateOptions{})
 				if err != nil {
 					errs <- fmt.Errorf("a token for %s: %w", pod.Name, err)
@@ -312,7 +313,7 @@ func fleetTokens(t *testing.T, cfg *rest.Config, client kubernetes.Interface, no
 		t.Fatal(err)
 	}
 	other := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "not-mine"}, Spec: resourceapi.ResourceSliceSpec{
-		Driver: draDriver, NodeName: ptrTo(fleetNodeName(min(1, nodes-1))), Pool: resourceapi.ResourcePool{Name: "p", ResourceSliceCount: 1}}}
+		Driver: draDriver, NodeName: ptr(fleetNodeName(min(1, nodes-1))), Pool: resourceapi.ResourcePool{Name: "p", ResourceSliceCount: 1}}}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		_, err := node0.ResourceV1().ResourceSlices().Create(ctx, other, metav1.CreateOptions{})
 		if err != nil && strings.Contains(err.Error(), "may not write ResourceSlices of") {
@@ -385,7 +386,7 @@ func startSliceCounter(t *testing.T, client kubernetes.Interface) *sliceCounter 
 	factory := informers.NewSharedInformerFactory(client, 0)
 	inf := factory.Resource().V1().ResourceSlices().Informer()
 	set := func(s *resourceapi.ResourceSlice, gone bool) {
-		node := ptrDeref(s.Spec.NodeName)
+		node := kptr.Deref(s.Spec.NodeName, "")
 		c.writes[node]++
 		if c.devices[node] == nil {
 			c.devices[node] = map[string]int{}
@@ -440,13 +441,6 @@ func startSliceCounter(t *testing.T, client kubernetes.Interface) *sliceCounter 
 	t.Cleanup(factory.Shutdown)
 	factory.WaitForCacheSync(t.Context().Done())
 	return c
-}
-
-func ptrDeref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // nodesWith is how many nodes publish exactly n devices.
@@ -1100,8 +1094,8 @@ func fleetAllocatorBench(t *testing.T, ctx context.Context, client kubernetes.In
 	for _, s := range list.Items {
 		devices += len(s.Spec.Devices)
 		for _, d := range s.Spec.Devices {
-			if len(d.Taints) == 0 && ptrDeref(s.Spec.NodeName) == fleetNodeName(nodes*3/4) {
-				serial, targetNode = *d.Attributes[sdmdra.AttrSerial].StringValue, ptrDeref(s.Spec.NodeName)
+			if len(d.Taints) == 0 && kptr.Deref(s.Spec.NodeName, "") == fleetNodeName(nodes*3/4) {
+				serial, targetNode = *d.Attributes[sdmdra.AttrSerial].StringValue, kptr.Deref(s.Spec.NodeName, "")
 			}
 		}
 	}
@@ -1125,11 +1119,11 @@ func fleetAllocatorBench(t *testing.T, ctx context.Context, client kubernetes.In
 				s := list.Items[i].DeepCopy()
 				if k > 0 {
 					s.Name += suffix
-					s.Spec.NodeName = ptrTo(ptrDeref(s.Spec.NodeName) + suffix)
+					s.Spec.NodeName = ptr(kptr.Deref(s.Spec.NodeName, "") + suffix)
 					s.Spec.Pool.Name += suffix
 					for j := range s.Spec.Devices {
 						a := s.Spec.Devices[j].Attributes[sdmdra.AttrSerial]
-						a.StringValue = ptrTo(*a.StringValue + suffix)
+						a.StringValue = ptr(*a.StringValue + suffix)
 						s.Spec.Devices[j].Attributes[sdmdra.AttrSerial] = a
 					}
 				}
@@ -1181,8 +1175,6 @@ func fleetAllocatorBench(t *testing.T, ctx context.Context, client kubernetes.In
 			len(ns), len(sl), devices*scale, med(build), med(all), med(all)*1000/float64(len(ns)), med(one))
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // staticClasses is the allocator's view of the classes: the one class.
 type staticClasses []*resourceapi.DeviceClass
