@@ -113,12 +113,13 @@ func TestParseValid(t *testing.T) {
 		data: "version: v1\nrules: []\n",
 		want: []Rule{},
 	}, {
+		// An alias stands for the value its anchor names.
 		name: "v1 yaml, anchors and aliases",
 		file: "d.yaml", format: FormatYAML,
-		data: "version: v1\nrules:\n  - &r {match: ^a, count: 2}\n  - {match: ^b, count: 2}\n",
+		data: "version: v1\nrules:\n  - {match: ^a, count: &n 2, permissions: &p r}\n  - {match: ^b, count: *n, permissions: *p}\n",
 		want: []Rule{
-			{Match: "^a", Count: 2, Permissions: "rw", Pos: Pos{"d.yaml", 3}},
-			{Match: "^b", Count: 2, Permissions: "rw", Pos: Pos{"d.yaml", 4}},
+			{Match: "^a", Count: 2, Permissions: "r", Pos: Pos{"d.yaml", 3}},
+			{Match: "^b", Count: 2, Permissions: "r", Pos: Pos{"d.yaml", 4}},
 		},
 	}, {
 		name: "toml, defaults and all fields",
@@ -141,10 +142,12 @@ func TestParseValid(t *testing.T) {
 	}, {
 		name: "toml, a header inside a multi-line string does not shift lines",
 		file: "h.toml", format: FormatTOML,
-		data: "version = \"v1\"\n[[rule]]\nmatch = '''\n[[rule]]\nx'''\n[[rule]]\nmatch = \"^b\"\n",
+		// Every line of the string without its delimiter keeps it
+		// open, the first as much as the next.
+		data: "version = \"v1\"\n[[rule]]\nmatch = '''\nx\n[[rule]]\ny'''\n[[rule]]\nmatch = \"^b\"\n",
 		want: []Rule{
-			{Match: "[[rule]]\nx", Count: 1, Permissions: "rw", Pos: Pos{"h.toml", 2}},
-			{Match: "^b", Count: 1, Permissions: "rw", Pos: Pos{"h.toml", 6}},
+			{Match: "x\n[[rule]]\ny", Count: 1, Permissions: "rw", Pos: Pos{"h.toml", 2}},
+			{Match: "^b", Count: 1, Permissions: "rw", Pos: Pos{"h.toml", 7}},
 		},
 	}}
 	for _, tt := range tests {
@@ -322,6 +325,12 @@ func TestParseErrors(t *testing.T) {
 				`r.toml: version: missing required field; add version = "v1"`,
 				`r.toml: rule: must be an array of tables ([[rule]]), got a table`,
 			},
+		},
+		{
+			// The first rule (index 0) claims the GPUs as much as any.
+			"duplicate nvidia-gpu rule after the first rule", "a.yaml",
+			"version: v1\nrules:\n- match: nvidia-gpu\n- match: nvidia-gpu\n",
+			[]string{`a.yaml:4: rules[1].match: duplicate nvidia-gpu rule; the one at a.yaml:3 already claims the GPUs`},
 		},
 		{"toml: no rules", "r.toml", "version = \"v1\"\n", []string{`r.toml: rule: missing required field: add [[rule]] tables (rule = [] for none)`}},
 		{"toml: inline non-table", "r.toml", "version = \"v1\"\nrule = [1]\n", []string{`r.toml:2: rule[0]: a rule must be a table, got an integer`}},

@@ -115,7 +115,9 @@ func TestIDSafeShortenNeedsIdentity(t *testing.T) {
 	for rules, want := range map[string]bool{
 		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{path}\n":            false,
 		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: gps-{ID_SERIAL_SHORT}\n": true,
-		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n":                                  false,
+		// A property after {path} counts as much as a first one.
+		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    name: '{path}-{ID_SERIAL_SHORT}'\n": true,
+		"version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n":                                       false,
 	} {
 		c, err := Parse("rules.yaml", []byte(rules))
 		if err != nil {

@@ -108,6 +108,12 @@ func TestResolve(t *testing.T) {
 		want:  []Resource{{Name: "smarter-devices/nvidia-gpu0", Socket: "smarter-nvidia-gpu0.sock", Rule: 1, GPU: "0", Count: 2, Permissions: "rwm"}},
 		warns: []string{`gpu.x/y: skipped: rule r.yaml:4 ("nvidia-gpu") gives an invalid resource name: resource name "smarter-devices/nvidia-gpux/y": name part "nvidia-gpux/y" must consist of letters, digits, '-', '_' or '.', and begin and end with a letter or digit`},
 	}, {
+		// The GPU rule as the first rule (index 0) takes the GPUs too.
+		name: "a GPU rule first",
+		cfg:  v1("- {match: nvidia-gpu, count: 2}\n- match: ^nvhost\n"), prefix: p,
+		gpus: []string{"0"},
+		want: []Resource{{Name: "smarter-devices/nvidia-gpu0", Socket: "smarter-nvidia-gpu0.sock", Rule: 0, GPU: "0", Count: 2, Permissions: "rw"}},
+	}, {
 		name: "no rules, no devices",
 		cfg:  mustParse(t, "r.yaml", "version: v1\nrules: []\n"), prefix: p,
 		devs: []Device{{Path: "ttyUSB0"}},
