@@ -162,6 +162,15 @@ func TestPlan(t *testing.T) {
 				"update smarter-devices/usb-serial count=1 [A=ttyUSB2 N=ttyUSB3 Z=ttyUSB1] (back ttyUSB2, added ttyUSB3)",
 			}},
 		}},
+		// One adapter pulled and another plugged between two reads:
+		// the short cut for unchanged members must not take the new key
+		// for the old one (found by make mutate).
+		{name: "class: one member replaced by another within one read", removeAfter: 60, steps: []step{
+			{at: 0, desired: []resource{classRes(serial, "A=ttyUSB0")}, want: []string{"start smarter-devices/usb-serial count=1 [A=ttyUSB0] (added ttyUSB0)"}},
+			{at: 5, desired: []resource{classRes(serial, "B=ttyUSB0")}, want: []string{
+				"update smarter-devices/usb-serial count=1 [A=ttyUSB0/away@5 B=ttyUSB0] (gone ttyUSB0, added ttyUSB0)",
+			}, next: 65},
+		}},
 		{name: "class: a member moves between ports", steps: []step{
 			{at: 0, desired: []resource{classRes(serial, "A=ttyUSB0")}, want: []string{"start smarter-devices/usb-serial count=1 [A=ttyUSB0] (added ttyUSB0)"}},
 			// Same key, new node path, within one read: no absence at all.
