@@ -57,6 +57,7 @@ type cluster struct {
 	ctrSock        string
 	apiPort        int
 	serviceIPOnLo  bool              // 10.96.0.1 added to lo (step 5): removed at teardown
+	serviceDNAT    []string          // its DNAT rule (step 5): removed at teardown
 	sysctls        map[string]string // what the kubelet changes, as it was
 	madeDirs       []string          // host directories the DaemonSet's volumes created
 	zram           []int             // zram devices hot-added, removed at teardown
@@ -638,6 +639,11 @@ func (c *cluster) down() {
 	for _, d := range c.madeDirs {
 		_ = os.Remove(d) // only if empty: someone else may use it now
 	}
+	if c.serviceDNAT != nil {
+		if err := clearServiceDNAT(); err != nil {
+			c.t.Logf("cluster: %v", err)
+		}
+	}
 	if c.serviceIPOnLo {
 		if out, err := exec.Command("ip", "addr", "del", serviceIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
 			c.t.Logf("cluster: ip addr del %s: %v: %s", serviceIP, err, out)
@@ -749,6 +755,9 @@ func unescapeMount(s string) string {
 func (c *cluster) clearLeftovers() {
 	c.clearState()
 	removeStaleZram()
+	if err := clearServiceDNAT(); err != nil {
+		c.t.Fatal(err)
+	}
 	restoreSysctls()
 	for _, d := range []string{baseDir, runDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

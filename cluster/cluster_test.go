@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +86,7 @@ func TestCluster(t *testing.T) {
 		if sc.Privileged != nil && *sc.Privileged {
 			t.Error("the daemon's pod runs privileged; the manifest says it does not")
 		}
+		c.checkConfined(t, pod)
 		n := c.node(t)
 		t.Logf("API: node %s capacity %s", nodeName, resources(n.Status.Capacity))
 		t.Logf("API: node %s allocatable %s", nodeName, resources(n.Status.Allocatable))
@@ -173,12 +178,17 @@ func TestCluster(t *testing.T) {
 				had[name] = true
 			}
 		}
+		// What the watch saw, read after it ends (watchDone) or under mu.
+		var mu sync.Mutex
 		missing := map[corev1.ResourceName]bool{}
 		minAlloc := map[corev1.ResourceName]int64{}
 		for name := range had {
 			q := n0.Status.Allocatable[name]
 			minAlloc[name] = q.Value()
 		}
+		seen := map[corev1.ResourceName]bool{} // every resource any version carried
+		versions, closedEarly := 0, false
+		var watchErrs []string
 		watchDone := make(chan struct{})
 		stopWatch := make(chan struct{})
 		go func() {
@@ -188,22 +198,35 @@ func TestCluster(t *testing.T) {
 				case <-stopWatch:
 					return
 				case ev, ok := <-w.ResultChan():
+					mu.Lock()
 					if !ok {
+						// The API server ended the watch: versions after
+						// this went unseen.
+						closedEarly = true
+						mu.Unlock()
 						return
 					}
-					n, isNode := ev.Object.(*corev1.Node)
-					if !isNode || ev.Type == watch.Error {
+					if ev.Type == watch.Error {
+						watchErrs = append(watchErrs, fmt.Sprint(ev.Object))
+						mu.Unlock()
 						continue
 					}
-					for name := range had {
-						if _, ok := n.Status.Capacity[name]; !ok {
-							missing[name] = true
+					if n, isNode := ev.Object.(*corev1.Node); isNode {
+						versions++
+						for name := range n.Status.Capacity {
+							seen[name] = true
 						}
-						q := n.Status.Allocatable[name]
-						if q.Value() < minAlloc[name] {
-							minAlloc[name] = q.Value()
+						for name := range had {
+							if _, ok := n.Status.Capacity[name]; !ok {
+								missing[name] = true
+							}
+							q := n.Status.Allocatable[name]
+							if q.Value() < minAlloc[name] {
+								minAlloc[name] = q.Value()
+							}
 						}
 					}
+					mu.Unlock()
 				}
 			}
 		}()
@@ -225,15 +248,28 @@ func TestCluster(t *testing.T) {
 		// And it sees a device plugged after it started.
 		devD := c.hotAdd(t)
 		c.waitAllocatable(t, zram(devD), 1)
+		// A watch sends every version in order from n0's: once it has
+		// delivered the one that carries zram(devD), plugged after the
+		// rollout, it has delivered every version written during the
+		// update. Without that the checks below would hold for a watch
+		// that saw nothing.
+		c.poll(t, "the Node watch to deliver "+zram(devD), func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			return seen[corev1.ResourceName(zram(devD))] || closedEarly, fmt.Sprintf("%d versions seen", versions)
+		})
 		close(stopWatch)
 		<-watchDone
+		if closedEarly || len(watchErrs) > 0 || !seen[corev1.ResourceName(zram(devD))] {
+			t.Fatalf("the Node watch did not cover the rolling update (%d versions seen, closed early %v, errors %q): the capacity check below would prove nothing", versions, closedEarly, watchErrs)
+		}
 
 		for name := range had {
 			if missing[name] {
 				t.Errorf("%s left the node's capacity during the rolling update", name)
 			}
 		}
-		t.Logf("API: during the update no resource left capacity (%d watched); lowest allocatable seen: %s", len(had), fmtMin(minAlloc))
+		t.Logf("API: during the update no resource left capacity (%d watched, %d Node versions seen); lowest allocatable seen: %s", len(had), versions, fmtMin(minAlloc))
 		t.Logf("API: new daemon: zram%d hot-added after the update is allocatable", devD)
 		for _, name := range devicePods {
 			p, err := c.cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
@@ -558,4 +594,61 @@ func (c *cluster) checkProbeLog(t *testing.T, name string, dev int, uid int64) {
 	if want := fmt.Sprintf("/dev/zram%d", dev); rep.Path != want || rep.Errno != "" || int64(rep.UID) != uid {
 		t.Errorf("pod %s: opened %s as uid %d: %q; want %s opened as uid %d", name, rep.Path, rep.UID, rep.Errno, want, uid)
 	}
+}
+
+// checkConfined asserts what the manifest's securityContext promises on
+// the daemon's real process, as runc set it up, not on the pod's spec (which
+// only echoes what was applied): root (runAsUser 0, for the kubelet's
+// root-owned plugin directory), no capability in any set (drop ALL), no new
+// privileges, a seccomp filter (RuntimeDefault), and a root file system
+// that refuses a write (readOnlyRootFilesystem).
+func (c *cluster) checkConfined(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	id := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	out, err := c.ctr("task", "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := 0
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
+			pid, _ = strconv.Atoi(f[1])
+		}
+	}
+	if pid <= 1 {
+		t.Fatalf("no task for the daemon's container %s in ctr task ls:\n%s", id, out)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			status[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	want := map[string]string{
+		"Uid": "0 0 0 0", "Gid": "0 0 0 0",
+		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
+		"NoNewPrivs": "1", "Seccomp": "2",
+	}
+	for k, v := range want {
+		if status[k] != v {
+			t.Errorf("the daemon's process (PID %d): %s is %q, want %q", pid, k, status[k], v)
+		}
+	}
+	// Through /proc/PID/root the write goes to the container's own root
+	// mount, so its read-only flag answers.
+	probe := fmt.Sprintf("/proc/%d/root/sdm-cluster-write-probe", pid)
+	err = os.WriteFile(probe, []byte("x"), 0o644)
+	if err == nil {
+		_ = os.Remove(probe)
+		t.Errorf("the daemon's root file system took a write (%s); the manifest makes it read-only", probe)
+	} else if !errors.Is(err, syscall.EROFS) {
+		t.Errorf("a write to the daemon's root file system: %v, want EROFS", err)
+	}
+	t.Logf("host: daemon PID %d: Uid %s, CapEff %s, CapBnd %s, NoNewPrivs %s, Seccomp %s; a write to its root: %v",
+		pid, status["Uid"], status["CapEff"], status["CapBnd"], status["NoNewPrivs"], status["Seccomp"], err)
 }

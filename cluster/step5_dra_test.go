@@ -37,22 +37,32 @@ func (c *cluster) stepDRA(t *testing.T) {
 	ctx := context.Background()
 	kustomize := filepath.Join("..", "bin", "kustomize")
 	if _, err := os.Stat(kustomize); err != nil {
-		t.Skip("no bin/kustomize (make e2e-cluster builds it from tools/kustomize)")
+		t.Fatal("no bin/kustomize: make e2e-cluster builds it from tools/kustomize")
 	}
-	if c.apiPort != 443 {
-		t.Skipf("the API server could not listen on 443 (the kubernetes Service's port), so the driver's pod cannot reach it without kube-proxy")
-	}
-	// What kube-proxy would do for the driver's pod: its in-cluster
-	// config dials the kubernetes Service's address, here made local.
+	// What kube-proxy would do for the driver's pod: its in-cluster config
+	// dials the kubernetes Service, 10.96.0.1:443. The address goes on lo
+	// (a route to it on any machine), and a DNAT rule in the host's OUTPUT
+	// chain, which a hostNetwork pod's packets pass, sends it to the API
+	// server's own port, 443 or whatever free port it had to take.
 	if out, err := exec.Command("ip", "addr", "add", serviceIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("ip addr add %s/32 dev lo: %v: %s", serviceIP, err, out)
 	}
 	c.serviceIPOnLo = true
+	ip := hostIP()
+	if ip == "" {
+		t.Fatal("no address of this host for the kubernetes Service's DNAT rule")
+	}
+	c.serviceDNAT = serviceDNATRule(fmt.Sprintf("%s:%d", ip, c.apiPort))
+	if out, err := exec.Command("iptables", append([]string{"-t", "nat", "-A"}, c.serviceDNAT...)...).CombinedOutput(); err != nil {
+		c.serviceDNAT = nil
+		t.Fatalf("iptables: the kubernetes Service's DNAT rule: %v: %s", err, out)
+	}
 	if conn, err := net.DialTimeout("tcp", serviceIP+":443", 5*time.Second); err != nil {
 		t.Fatalf("the kubernetes Service's address: %v", err)
 	} else {
 		conn.Close()
 	}
+	t.Logf("host: %s:443 reaches the API server at %s:%d (DNAT, kube-proxy's part)", serviceIP, ip, c.apiPort)
 
 	out, err := exec.Command(kustomize, "build", filepath.Join("..", "packaging", "overlays", "dra")).Output()
 	if err != nil {
@@ -227,4 +237,36 @@ func setRules(objs []*unstructured.Unstructured, rules string) error {
 		}
 	}
 	return fmt.Errorf("no ConfigMap %s in the manifest", sdmName)
+}
+
+// serviceDNATRule is the OUTPUT chain rule (after -A or -D) that sends the
+// kubernetes Service's address to the API server; its comment lets a later
+// run remove one that a killed run left (clearServiceDNAT).
+func serviceDNATRule(to string) []string {
+	return []string{"OUTPUT", "-d", serviceIP + "/32", "-p", "tcp", "--dport", "443",
+		"-m", "comment", "--comment", dnatComment, "-j", "DNAT", "--to-destination", to}
+}
+
+const dnatComment = "sdm-cluster"
+
+// clearServiceDNAT removes every OUTPUT rule of the nat table that carries
+// the suite's comment: this run's at teardown, or a killed run's.
+func clearServiceDNAT() error {
+	out, err := exec.Command("iptables", "-t", "nat", "-S", "OUTPUT").Output()
+	if err != nil {
+		if _, lookErr := exec.LookPath("iptables"); lookErr != nil {
+			return nil // no iptables: no rule of ours either
+		}
+		return fmt.Errorf("iptables -t nat -S OUTPUT: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "-A" || !strings.Contains(line, "--comment "+dnatComment+" ") {
+			continue
+		}
+		if out, err := exec.Command("iptables", append([]string{"-t", "nat", "-D"}, f[1:]...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables -t nat -D %s: %w: %s", strings.Join(f[1:], " "), err, out)
+		}
+	}
+	return nil
 }
