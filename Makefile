@@ -17,7 +17,7 @@ FUZZTMP  ?= $(if $(wildcard /dev/shm/.),/dev/shm,$(or $(TMPDIR),/tmp))
 # Go lives here on the project's Debian machines; a PATH that lacks it still works.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build run test check deps vet unit fuzz e2e e2e-container e2e-cluster e2e-nodes bench release packages image image-multiarch check-packaging tools clean mutate
+.PHONY: all build run test check deps vet unit fuzz e2e e2e-container e2e-cluster e2e-nodes bench release packages image image-multiarch check-packaging tools clean mutate mutate-pure
 
 all: build
 
@@ -111,18 +111,17 @@ unit:
 # once per mutant, minutes to hours): gremlins v0.6.0, pinned in
 # tools/gremlins, changes one operator or condition at a time in each
 # package's code and runs its tests; a change no test notices "lived".
-# Prints each package's test efficacy (killed / (killed + lived)) and
+# scripts/mutate.sh prints each package's test efficacy (killed / (killed
+# + lived)), its lived mutants and the efficacy of all together, and
 # leaves the details in bin/mutate-<package>.json. docs/development.md
-# says how to read it. MUTATE_PKGS picks packages.
+# says how to read it. MUTATE_PKGS picks packages (PKG:FILE,FILE for some
+# of a package's files); mutate-pure runs the pure code the goals name.
 MUTATE_PKGS ?= ./conf ./hotplug ./daemon ./dra ./plugin
 mutate:
-	@[ -x bin/gremlins ] || $(GO) build -C tools/gremlins -o $(CURDIR)/bin/gremlins github.com/go-gremlins/gremlins/cmd/gremlins
-	@for p in $(MUTATE_PKGS); do \
-		echo "=== $$p"; \
-		bin/gremlins unleash --workers 2 --timeout-coefficient 20 --output $(CURDIR)/bin/mutate-$$(basename $$p).json $$p >bin/mutate-$$(basename $$p).log 2>&1 || { cat bin/mutate-$$(basename $$p).log; exit 1; }; \
-		grep -E '^(Killed|Mutator coverage|Test efficacy)' bin/mutate-$$(basename $$p).log; \
-		grep -E 'LIVED' bin/mutate-$$(basename $$p).log || true; \
-	done
+	@bash scripts/mutate.sh $(MUTATE_PKGS)
+
+mutate-pure:
+	@bash scripts/mutate.sh ./conf ./daemon:plan.go,content.go ./dra:names.go,devices.go
 
 # The real-kubelet conformance suite (e2e/, its own module so the daemon's
 # go.mod stays small): the daemon binary against k8s.io/kubernetes'
