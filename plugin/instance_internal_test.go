@@ -35,6 +35,26 @@ func TestListenKeepsADirectoryAtOurPath(t *testing.T) {
 	}
 }
 
+// A file left at our socket path (a crashed run's socket, anything) is
+// replaced at the first listen, not after a failed one and a retry. (make
+// mutate: with the unlink's success taken for a failure, Run's retry hid it.)
+func TestListenReplacesAStaleFileAtOnce(t *testing.T) {
+	dir := testutil.ShortTempDir(t)
+	s := NewServer(Options{ResourceName: "smarter-devices/x", Socket: "x.sock", Dir: dir}, Snapshot{})
+	path := filepath.Join(dir, "x.sock")
+	if err := os.WriteFile(path, []byte("left by a crashed run"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := s.listen()
+	if err != nil {
+		t.Fatalf("listen over a stale file: %v", err)
+	}
+	defer inst.stop(s)
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != fs.ModeSocket {
+		t.Errorf("our path after listen: %v, %v; want our socket", fi, err)
+	}
+}
+
 // listenUnix makes the socket 0600 under any umask: a looser one is never
 // applied (the mode is set before bind), a stricter one is undone.
 func TestListenUnixModeWhateverTheUmask(t *testing.T) {
