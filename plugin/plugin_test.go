@@ -410,7 +410,7 @@ func TestAllocate(t *testing.T) {
 	dir := testutil.ShortTempDir(t)
 	k := startKubelet(t, dir)
 	snap := ttySnapshot(plugin.Device{ID: "0", Healthy: true}, plugin.Device{ID: "1", Healthy: true}, plugin.Device{ID: "2", Healthy: false})
-	run(t, plugin.NewServer(options(t, dir), snap))
+	srv := run(t, plugin.NewServer(options(t, dir), snap))
 	waitRegistered(t, k, 1)
 	c, err := k.Client(resourceName)
 	if err != nil {
@@ -439,6 +439,15 @@ func TestAllocate(t *testing.T) {
 			t.Errorf("container %d: envs %v", i, cr.GetEnvs())
 		}
 	}
+	// One call answered (the daemon's allocations_total counts these);
+	// the refused ones below count nothing.
+	countsOne := func(when string) {
+		t.Helper()
+		if st, _ := srv.Status(); st.Allocations != 1 {
+			t.Errorf("%s: Status().Allocations = %d, want 1", when, st.Allocations)
+		}
+	}
+	countsOne("after one Allocate")
 
 	for _, tc := range []struct {
 		id   string
@@ -461,6 +470,7 @@ func TestAllocate(t *testing.T) {
 	if st, _ := status.FromError(err); !strings.Contains(st.Message(), resourceName) {
 		t.Errorf("NotFound message %q does not name the resource", st.Message())
 	}
+	countsOne("after three refused")
 }
 
 func TestGetPreferredAllocation(t *testing.T) {

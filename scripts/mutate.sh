@@ -31,6 +31,7 @@ for arg in "$@"; do
 	if [[ "$arg" == *:* ]]; then
 		focus=",${arg#*:},"
 		name="$name-$(echo "${arg#*:}" | tr ',' '-' | sed 's/\.go//g')"
+		excludes+=(--exclude-files '/') # the package's subpackages (paths are the package's own)
 		for f in "$pkg"/*.go; do
 			b=$(basename "$f")
 			[[ "$b" == *_test.go || "$focus" == *",$b,"* ]] && continue
