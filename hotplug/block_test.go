@@ -76,7 +76,10 @@ func TestParseMountinfo(t *testing.T) {
 		"22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n" +
 			"23 22 0:21 / /proc rw shared:2 - proc proc rw\n" +
 			// No optional fields; an escaped mount point; no final newline.
-			"36 22 253:1 /data /srv/my\\040data rw,noatime - xfs /dev/mapper/vg0-data rw"))
+			"36 22 253:1 /data /srv/my\\040data rw,noatime - xfs /dev/mapper/vg0-data rw\n" +
+			// A cut line (a file read while it changed) is skipped,
+			// however short.
+			"37 22\n" + "38\n"))
 	want := map[string]bool{"254:0": true, "0:21": true, "253:1": true}
 	if len(got) != len(want) {
 		t.Errorf("parseMountinfo = %v, want %v", got, want)

@@ -222,6 +222,27 @@ func TestParseEventFixtures(t *testing.T) {
 	}
 }
 
+// A message of exactly MaxMessageSize bytes is parsed; one byte more is
+// refused (TestParseEventErrors' "huge").
+func TestParseEventAtMaxMessageSize(t *testing.T) {
+	head := []byte("add@/devices/virtual/misc/x\x00ACTION=add\x00DEVPATH=/devices/virtual/misc/x\x00SUBSYSTEM=misc\x00X=")
+	raw := append(head, bytes.Repeat([]byte("a"), MaxMessageSize-len(head)-1)...)
+	raw = append(raw, 0)
+	if len(raw) != MaxMessageSize {
+		t.Fatalf("built %d bytes", len(raw))
+	}
+	ev, err := ParseEvent(raw)
+	if err != nil {
+		t.Fatalf("ParseEvent of %d bytes: %v", len(raw), err)
+	}
+	if ev.Action != "add" || len(ev.Env["X"]) != MaxMessageSize-len(head)-1 {
+		t.Errorf("ParseEvent = action %q, X of %d bytes", ev.Action, len(ev.Env["X"]))
+	}
+	if _, err := ParseEvent(append(raw, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("ParseEvent of %d bytes: %v; want ErrMalformed", len(raw)+1, err)
+	}
+}
+
 func TestParseEventErrors(t *testing.T) {
 	files := []string{
 		"hand-garbage.bin",

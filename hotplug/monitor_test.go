@@ -388,3 +388,49 @@ func TestMonitorUdevd(t *testing.T) {
 		t.Errorf("udev remove = %+v", rm)
 	}
 }
+
+// As root the monitor's receive buffer is what it asked for even above
+// net.core.rmem_max (SO_RCVBUFFORCE): a uevent storm needs it, and
+// SO_RCVBUF alone would be capped at twice rmem_max. (make mutate: falling
+// back to SO_RCVBUF after FORCE had worked left every test green.)
+func TestMonitorReceiveBufferAboveRmemMax(t *testing.T) {
+	requireRoot(t)
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		testutil.SkipEnv(t, "no /proc/sys/net/core/rmem_max: %v", err)
+	}
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 4 * rmemMax
+	m := NewMonitor(MonitorOptions{Source: SourceKernel, RcvBuf: want, Logger: testLogger(t)})
+	got := make(chan int, 1)
+	connect := m.dial
+	m.dial = func(s Source) (*os.File, error) {
+		f, err := connect(s)
+		if err != nil {
+			return f, err
+		}
+		// Not f.Fd(), which would make the socket blocking.
+		n := -1
+		if rc, cerr := f.SyscallConn(); cerr == nil {
+			_ = rc.Control(func(fd uintptr) {
+				if v, gerr := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); gerr == nil {
+					n = v
+				}
+			})
+		}
+		select {
+		case got <- n:
+		default:
+		}
+		return f, nil
+	}
+	r := startMonitor(t, m, 0)
+	r.waitFor(t, "connect event", isConnected)
+	// The kernel reports twice what was set (its bookkeeping overhead).
+	if n := <-got; n < want {
+		t.Errorf("receive buffer %d bytes, want at least the %d asked for (rmem_max %d)", n, want, rmemMax)
+	}
+}

@@ -436,6 +436,8 @@ func TestNUMANode(t *testing.T) {
 		"devices/pci0000:00/0000:00:05.0/numa_node":           {Data: []byte("1\n")},
 		"devices/pci0000:00/0000:00:05.0/accel/accel0/uevent": {Data: []byte("MAJOR=261\n")},
 		"devices/pci0000:00/0000:00:06.0/numa_node":           {Data: []byte("-1\n")},
+		"devices/pci0000:00/0000:00:07.0/numa_node":           {Data: []byte("0\n")},
+		"devices/pci0000:00/0000:00:07.0/tty/ttyS4/uevent":    {Data: []byte("MAJOR=4\n")},
 		"devices/pci0000:00/0000:00:06.0/drm/card0/uevent":    {Data: []byte("MAJOR=226\n")},
 		"devices/virtual/mem/null/uevent":                     {Data: []byte("MAJOR=1\n")},
 	}
@@ -443,11 +445,35 @@ func TestNUMANode(t *testing.T) {
 	for path, want := range map[string]int{
 		"devices/pci0000:00/0000:00:05.0/accel/accel0": 1,
 		"devices/pci0000:00/0000:00:06.0/drm/card0":    -1, // the kernel says no affinity
+		"devices/pci0000:00/0000:00:07.0/tty/ttyS4":    0,  // node 0 is a node
 		"devices/virtual/mem/null":                     -1, // nothing to say
 	} {
 		n, ok := r.NUMANode(DeviceInfo{SysPath: path})
 		if got := map[bool]int{true: n, false: -1}[ok]; got != want {
 			t.Errorf("NUMANode(%s) = %d, %v; want %d", path, n, ok, want)
 		}
+	}
+}
+
+// What a broken or hostile udev database line or sysfs attribute gives:
+// "E:=v" (no key) and "S:" (no link) nothing; an attribute of exactly
+// maxAttrSize bytes is read whole, one byte more is refused, never cut.
+// (Found by make mutate.)
+func TestUdevDBAndAttributeEdges(t *testing.T) {
+	props := map[string]string{}
+	links := parseUdevDB([]byte("S:serial/by-id/usb-FTDI_A1\nS:\nE:=orphan\nE:ID_SERIAL=FTDI_A1\nE:K=a=b\n"), props)
+	if len(links) != 1 || links[0] != "serial/by-id/usb-FTDI_A1" {
+		t.Errorf("links %q; want the one link, no empty one", links)
+	}
+	if _, ok := props[""]; ok || len(props) != 2 || props["K"] != "a=b" {
+		t.Errorf("props %q; want ID_SERIAL and K=a=b, no empty key", props)
+	}
+	exact := strings.Repeat("x", maxAttrSize)
+	fsys := fstest.MapFS{"a": {Data: []byte(exact)}, "b": {Data: []byte(exact + "y")}}
+	if v, err := readAttr(fsys, "a"); err != nil || v != exact {
+		t.Errorf("an attribute of %d bytes: %d bytes, %v; want it whole", maxAttrSize, len(v), err)
+	}
+	if v, err := readAttr(fsys, "b"); err == nil {
+		t.Errorf("an attribute of %d bytes: %d bytes read; want it refused", maxAttrSize+1, len(v))
 	}
 }
