@@ -165,3 +165,18 @@ func TestUnitModelAndDriver(t *testing.T) {
 		}
 	}
 }
+
+// A key keeps every letter and digit, the ends of each range included, and
+// '.', '_', '-'; anything else becomes '_', one per character. (make
+// mutate: 'Z' and '9' could have been turned into '_' unnoticed.)
+func TestIDSafeRanges(t *testing.T) {
+	for in, want := range map[string]string{
+		"azAZ09._-":        "azAZ09._-",
+		"usb-0403:6001 é/": "usb-0403_6001___",
+		"`{@[/:":           "______",
+	} {
+		if got := idSafe(in); got != want {
+			t.Errorf("idSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
