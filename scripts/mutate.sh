@@ -17,6 +17,11 @@ export PATH="$PATH:/usr/local/go/bin"
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 [ -x bin/gremlins ] || $GO build -C tools/gremlins -o "$PWD/bin/gremlins" github.com/go-gremlins/gremlins/cmd/gremlins
+# gremlins times each mutant's run against its coverage run, which go
+# test would answer from its cache in a second when nothing changed: every
+# slow package's mutants then "timed out" (22 of daemon's 67). -count=1
+# makes the coverage run, and so the timeout, real.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 if [ -n "${MUTATE_RUN:-}" ]; then
 	export GOFLAGS="${GOFLAGS:+$GOFLAGS }-run=$MUTATE_RUN"
 fi
