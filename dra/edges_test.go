@@ -101,3 +101,26 @@ func TestNamesAtTheLimit(t *testing.T) {
 		}
 	}
 }
+
+// A driver name is a DNS subdomain the kubelet can use as a directory and
+// socket name: 63 characters at most (63 taken, 64 refused); none given
+// is the default. (make mutate: the limit's > could be >= unnoticed.)
+func TestNewDriverNameLength(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{strings.Repeat("a", 59) + ".com", true},
+		{strings.Repeat("a", 60) + ".com", false},
+		{"Not_A.Domain", false},
+	} {
+		_, err := New(Options{DriverName: tc.name, NodeName: testNode, Client: fakeAPI()})
+		if (err == nil) != tc.ok {
+			t.Errorf("New with a %d-character driver name %q: %v; want ok %v", len(tc.name), tc.name, err, tc.ok)
+		}
+	}
+	d, err := New(Options{NodeName: testNode, Client: fakeAPI()})
+	if err != nil || d.opts.DriverName != DefaultDriverName {
+		t.Errorf("New with no driver name: %v; want %q", err, DefaultDriverName)
+	}
+}
