@@ -181,3 +181,42 @@ func FuzzCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// A claim's config at the edges (found by make mutate on this package):
+// the driver's own apiVersion and kind are taken, as is their absence;
+// another's are refused; IDs 0 and MaxInt32 are taken, -1 and MaxInt32+1
+// refused.
+func TestApplyConfigEdges(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		ok   bool
+		want conf.Owner
+	}{
+		{`{"apiVersion":"sdm.example.com/v1","kind":"DeviceConfig","owner":{"uid":0}}`, true, conf.Owner{UID: 0, HasUID: true}},
+		{`{"owner":{"gid":2147483647}}`, true, conf.Owner{GID: math.MaxInt32, HasGID: true}},
+		{`{"apiVersion":"other.example.com/v1"}`, false, conf.Owner{}},
+		{`{"kind":"Other"}`, false, conf.Owner{}},
+		{`{"owner":{"uid":-1}}`, false, conf.Owner{}},
+		{`{"owner":{"gid":2147483648}}`, false, conf.Owner{}},
+	} {
+		var o conf.Owner
+		err := ApplyConfig(testDriver, []byte(tc.raw), &o)
+		if (err == nil) != tc.ok {
+			t.Errorf("ApplyConfig(%s): %v; want ok %v", tc.raw, err, tc.ok)
+		}
+		if tc.ok && o != tc.want {
+			t.Errorf("ApplyConfig(%s) set %+v, want %+v", tc.raw, o, tc.want)
+		}
+	}
+}
+
+// What Put records, the same store then has (not only the file).
+func TestPutThenGet(t *testing.T) {
+	s := NewStore(filepath.Join(t.TempDir(), File))
+	if err := s.Put("uid-a", Claim{Namespace: "default", Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := s.Get("uid-a"); !ok || c.Name != "a" {
+		t.Errorf("Get after Put: %+v, %v", c, ok)
+	}
+}
