@@ -317,3 +317,31 @@ func TestPublishCarriesUnpluggedOverRestart(t *testing.T) {
 		t.Errorf("dropped %v after it went; want --remove-after (4 s)", left)
 	}
 }
+
+// Without --remove-after an unplugged device is kept for good, and a
+// restarted daemon carries it over for good too, where it was in the pool:
+// here after the adapter still plugged in, as its key sorts. (make mutate:
+// a carried device's expiry taken from a zero --remove-after, or its
+// resource and key read as empty, left every other test green.)
+func TestPublishCarriesUnpluggedWithoutRemoveAfter(t *testing.T) {
+	m := hwfixture.New(true)
+	const gone = "usb-serial-0403-6001-d4e5f6"
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	b := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "2", "D4E5F6"))
+	h := newHarness(t, m, serialClass, harnessOpts{})
+	h.waitDevices("two adapters", func(d map[string]resourceapi.Device) bool { return len(d) == 2 })
+	m.Unplug(b)
+	h.fire("remove", "ttyUSB1")
+	before := h.waitSlices("one unplugged", func(s []resourceapi.ResourceSlice) bool {
+		d := devicesOf(s)
+		return len(d) == 2 && len(d[gone].Taints) == 1
+	})
+	client, dir := h.client, h.dir
+	h.stop()
+	h = newHarness(t, m, serialClass, harnessOpts{client: client, dir: dir})
+	time.Sleep(2 * time.Second) // a rewrite would come now
+	after := h.slices()
+	if len(after) != 1 || !equality.Semantic.DeepEqual(after[0].Spec.Devices, before[0].Spec.Devices) {
+		t.Errorf("after the restart %s; want the pool as it was: %s", describe(after), describe(before))
+	}
+}
