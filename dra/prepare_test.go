@@ -147,6 +147,11 @@ func TestPrepareWritesClaimSpec(t *testing.T) {
 	if err := h.unprepare(c); err != nil {
 		t.Errorf("unprepared twice: %v", err)
 	}
+	// Nothing above failed: the daemon's errors_total says so too.
+	// (make mutate: a successful unprepare counted as an error.)
+	if n := h.stats.Errors.Load(); n != 0 {
+		t.Errorf("errors counted: %d; want 0", n)
+	}
 }
 
 // What a claim cannot get fails its preparation, with no spec written:
@@ -281,5 +286,29 @@ func TestIncompleteDevice(t *testing.T) {
 	}
 	if hs := health(); hs.Health != kubeletplugin.HealthStatusHealthy {
 		t.Errorf("whole again: health %v (%s), want healthy", hs.Health, hs.Message)
+	}
+}
+
+// One device given to one claim for two of its requests (a device with
+// shares): each request gets a CDI device of its own, so that each can
+// carry its request's owner. (make mutate: the test for "another request"
+// could be inverted unnoticed.)
+func TestPrepareOneDeviceForTwoRequests(t *testing.T) {
+	m := hwfixture.New(false)
+	m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
+	h := newHarness(t, m, "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    count: 3\n", harnessOpts{removeAfter: time.Hour})
+	h.waitDevices("ttyusb0", func(d map[string]resourceapi.Device) bool { _, ok := d["ttyusb0"]; return ok })
+	c := allocated("two", nil)
+	for _, req := range []string{"reader", "writer"} {
+		c.Status.Allocation.Devices.Results = append(c.Status.Allocation.Devices.Results,
+			resourceapi.DeviceRequestAllocationResult{Request: req, Driver: testDriver, Pool: testNode, Device: "ttyusb0"})
+	}
+	r := h.prepare(c)
+	if r.Err != nil || len(r.Devices) != 2 {
+		t.Fatalf("prepare: %+v, %v", r.Devices, r.Err)
+	}
+	ids := func(i int) string { return strings.Join(r.Devices[i].CDIDeviceIDs, ",") }
+	if ids(0) == ids(1) {
+		t.Errorf("requests reader and writer share CDI device %s; want one each", ids(0))
 	}
 }
