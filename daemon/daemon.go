@@ -229,7 +229,9 @@ type daemon struct {
 	stopping map[string]*running
 	reaped   chan struct{} // signalled by each server whose Run returned
 	deferred bool          // a start waits for its name's previous server to stop
-	wake     chan struct{}
+	// outputSent is set once Options.Output has had its first Update.
+	outputSent bool
+	wake       chan struct{}
 	// configChanged is signalled by the rule file's directory watch.
 	configChanged chan struct{}
 	reg           *plugin.Registrar // one kubelet connection for every registration

@@ -88,9 +88,14 @@ const (
 // the plan's view of what runs, is all it keeps, and the output is given
 // the whole of it.
 func (d *daemon) applyOutput(acts []action) {
-	if len(acts) == 0 {
+	// The first state read reaches the output even when it changes
+	// nothing (no device yet): until then the output cannot tell "none"
+	// from "not read yet", and a DRA driver that published before it
+	// wrote its pool twice at a restart.
+	if len(acts) == 0 && d.outputSent {
 		return
 	}
+	d.outputSent = true
 	var changes []Change
 	for _, a := range acts {
 		for _, c := range a.changes {

@@ -71,6 +71,11 @@ func TestOutputFollowsHotplug(t *testing.T) {
 	rules := "version: v1\nrules:\n  - match: ^ttyUSB[0-9]+$\n    class: usb-serial\n    count: 2\n    evict_on_unplug: true\n"
 	h := newHarness(t, rules, withOutput(out, m, time.Hour))
 	h.settle() // the first read is done: each event below makes one
+	// The first read reaches the output with nothing in it: "none", not
+	// "not read yet".
+	if u := out.next(t, "the first read"); len(u.res) != 0 || len(u.changes) != 0 {
+		t.Fatalf("the first read, no device plugged: %+v", u)
+	}
 
 	adapter := m.Plug(hwfixture.FT232R(hwfixture.IntelXHCI, "1", "A1B2C3"))
 	h.events.fire("add", "ttyUSB0")

@@ -85,6 +85,7 @@ type Driver struct {
 	pool    []resourceslice.Slice // as last rendered
 	devices map[string]published  // the units of the same, by device name
 	changed chan struct{}         // closed at every Update, then replaced
+	viewed  chan struct{}         // closed at the first Update
 
 	registered atomic.Bool
 	fatal      chan error // a fatal error from HandleError, for Run
@@ -127,6 +128,7 @@ func New(opts Options) (*Driver, error) {
 		log:     opts.Logger.With().Str("driver", opts.DriverName).Logger(),
 		cdiKind: opts.DriverName + "/claim",
 		changed: make(chan struct{}),
+		viewed:  make(chan struct{}),
 		fatal:   make(chan error, 1),
 		claims:  claimdata.NewStore(filepath.Join(opts.PluginDir, claimdata.File)),
 	}
@@ -171,6 +173,17 @@ func (d *Driver) Run(ctx context.Context) error {
 	defer helper.Stop()
 	d.log.Info().Str("node", d.opts.NodeName).Str("socket_dir", d.opts.PluginDir).Msg("DRA driver serving; waiting for the kubelet to register it")
 	d.takeOver(ctx)
+	// The first pool published is the daemon's first state read (the
+	// daemon always gives one, devices or none): published before it, a
+	// restart's pool of carried devices alone was written, then rewritten
+	// with the devices present.
+	select {
+	case <-d.viewed:
+	case <-ctx.Done():
+		return nil
+	case err := <-d.fatal:
+		return err
+	}
 	for {
 		d.mu.Lock()
 		pool, changed := d.pool, d.changed
@@ -274,6 +287,11 @@ func (d *Driver) Update(resources []daemon.Resource, _ []daemon.Change) {
 	defer d.mu.Unlock()
 	d.view = resources
 	d.renderLocked(time.Now())
+	select {
+	case <-d.viewed:
+	default:
+		close(d.viewed)
+	}
 }
 
 // renderLocked renders the pool from the last view and the carried
