@@ -57,7 +57,7 @@ type cluster struct {
 	ctrSock        string
 	apiPort        int
 	serviceIPOnLo  bool              // 10.96.0.1 added to lo (step 5): removed at teardown
-	serviceDNAT    []string          // its DNAT rule (step 5): removed at teardown
+	serviceDNAT    bool              // its DNAT rule added (step 5): removed at teardown
 	sysctls        map[string]string // what the kubelet changes, as it was
 	madeDirs       []string          // host directories the DaemonSet's volumes created
 	zram           []int             // zram devices hot-added, removed at teardown
@@ -639,7 +639,7 @@ func (c *cluster) down() {
 	for _, d := range c.madeDirs {
 		_ = os.Remove(d) // only if empty: someone else may use it now
 	}
-	if c.serviceDNAT != nil {
+	if c.serviceDNAT {
 		if err := clearServiceDNAT(); err != nil {
 			c.t.Logf("cluster: %v", err)
 		}

@@ -52,11 +52,11 @@ func (c *cluster) stepDRA(t *testing.T) {
 	if ip == "" {
 		t.Fatal("no address of this host for the kubernetes Service's DNAT rule")
 	}
-	c.serviceDNAT = serviceDNATRule(fmt.Sprintf("%s:%d", ip, c.apiPort))
-	if out, err := exec.Command("iptables", append([]string{"-t", "nat", "-A"}, c.serviceDNAT...)...).CombinedOutput(); err != nil {
-		c.serviceDNAT = nil
+	rule := serviceDNATRule(fmt.Sprintf("%s:%d", ip, c.apiPort))
+	if out, err := exec.Command("iptables", append([]string{"-t", "nat", "-A"}, rule...)...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables: the kubernetes Service's DNAT rule: %v: %s", err, out)
 	}
+	c.serviceDNAT = true
 	if conn, err := net.DialTimeout("tcp", serviceIP+":443", 5*time.Second); err != nil {
 		t.Fatalf("the kubernetes Service's address: %v", err)
 	} else {
@@ -239,7 +239,7 @@ func setRules(objs []*unstructured.Unstructured, rules string) error {
 	return fmt.Errorf("no ConfigMap %s in the manifest", sdmName)
 }
 
-// serviceDNATRule is the OUTPUT chain rule (after -A or -D) that sends the
+// serviceDNATRule is the OUTPUT chain rule (after -A) that sends the
 // kubernetes Service's address to the API server; its comment lets a later
 // run remove one that a killed run left (clearServiceDNAT).
 func serviceDNATRule(to string) []string {

@@ -81,14 +81,6 @@ func TestHubOutlivesAFailedSocketAndEndsWithTheLast(t *testing.T) {
 // counts could run backwards, or the channels close at the first of
 // several, with every other test green; a second close panics.)
 func TestStoppingSocketCountsCallsAndConnections(t *testing.T) {
-	closed := func(c chan struct{}) bool {
-		select {
-		case <-c:
-			return true
-		default:
-			return false
-		}
-	}
 	sock := &socket{conns: map[*sockConn]struct{}{}}
 	for range 3 {
 		if err := sock.enter(); err != nil {
@@ -110,21 +102,21 @@ func TestStoppingSocketCountsCallsAndConnections(t *testing.T) {
 		t.Error("a stopping socket took a new connection")
 	}
 	for i := range 3 {
-		if closed(sock.drained) {
+		if isClosed(sock.drained) {
 			t.Fatalf("drained with %d of 3 calls still in progress", 3-i)
 		}
 		sock.leave()
 	}
-	if !closed(sock.drained) {
+	if !isClosed(sock.drained) {
 		t.Error("not drained once the last call left")
 	}
 	for i, c := range conns {
-		if closed(sock.gone) {
+		if isClosed(sock.gone) {
 			t.Fatalf("gone with %d of 3 connections still open", 3-i)
 		}
 		sock.untrack(c)
 	}
-	if !closed(sock.gone) {
+	if !isClosed(sock.gone) {
 		t.Error("not gone once the last connection closed")
 	}
 }
